@@ -1,0 +1,22 @@
+"""dbt-mxcp: a dbt project's endpoints, served over MCP.
+
+dbt imports this module on every command (it is a top-level ``dbt_*`` module), so it must stay
+cheap and must never raise: the dbt plugin is loaded only when dbt asks for ``plugins``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: `plugins` is built on first access, which only dbt's plugin manager makes.
+    if name == "plugins":
+        try:
+            from .plugin import MxcpPlugin
+        except Exception:  # an incompatible dbt must not break every dbt command
+            return []
+        return [MxcpPlugin]
+    raise AttributeError(f"module 'dbt_mxcp' has no attribute {name!r}")

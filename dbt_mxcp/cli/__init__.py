@@ -1,0 +1,174 @@
+"""The `dbt-mxcp` command line. Exit codes as dbt: 0 ok, 1 a failure of what was checked, 2 usage/config."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from .. import __version__
+from ..errors import CallError, ConfigError, MxcpError, RegistryError
+from ..project import Flags
+from .output import emit_json, line, table
+
+F = Callable[..., Any]
+
+
+def dbt_flags(func: F) -> F:
+    """dbt's project flags, each with its DBT_* env var."""
+    options = [
+        click.option("--project-dir", envvar="DBT_PROJECT_DIR", help="dbt project folder (default: nearest "
+                     "dbt_project.yml upwards)."),
+        click.option("--profiles-dir", envvar="DBT_PROFILES_DIR", help="Folder holding profiles.yml."),
+        click.option("--profile", envvar="DBT_PROFILE", help="Profile to use instead of the project's."),
+        click.option("--target", "-t", envvar="DBT_TARGET", help="Profile target to use."),
+        click.option("--target-path", envvar="DBT_TARGET_PATH", help="Where dbt wrote its artifacts."),
+        click.option("--vars", "vars_", envvar="DBT_VARS", help="YAML/JSON mapping of dbt vars."),
+    ]
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, project_dir: str | None, profiles_dir: str | None, profile: str | None,
+                target: str | None, target_path: str | None, vars_: str | None, **kwargs: Any) -> Any:
+        flags = Flags(project_dir, profiles_dir, profile, target, target_path, vars_)
+        return func(*args, flags=flags, **kwargs)
+
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def handle_errors(func: F) -> F:
+    """Turn dbt-mxcp errors into a clear message and dbt's exit codes; never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except MxcpError as exc:
+            line(f"Error: {exc}", "error", err=True)
+            sys.exit(exc.exit_code)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dbt-mxcp")
+def main() -> None:
+    """Serve a dbt project's tools, resources and prompts over MCP."""
+
+
+@main.command("list")
+@dbt_flags
+@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@handle_errors
+def list_command(flags: Flags, output: str) -> None:
+    """List the project's endpoints: kind, name, host node and where the SQL comes from."""
+    from ..load import load
+
+    loaded = load(flags)
+    endpoints = list(loaded.registry.all(include_disabled=True))
+    if output == "json":
+        emit_json([{"kind": e.kind, "name": e.name, "enabled": e.enabled, "node": e.node_id,
+                    "resource_type": e.node_type, "source_kind": e.source_kind or None, "yml_path": e.yml_path,
+                    "description": e.description} for e in endpoints])
+    else:
+        rows = [[e.kind, e.name + ("" if e.enabled else " (disabled)"), e.node_id, e.source_kind or "-"]
+                for e in endpoints]
+        table(rows, ["kind", "name", "node", "source"])
+    if loaded.problems:
+        raise RegistryError(loaded.problems)
+
+
+@main.command()
+@dbt_flags
+@click.option("--no-warehouse", is_flag=True, help="Check declarations only; do not connect to DuckDB.")
+@handle_errors
+def validate(flags: Flags, no_warehouse: bool) -> None:
+    """Check every endpoint: declarations, policies, SQL and result columns against the warehouse."""
+    from ..load import load
+    from ..validate import check_warehouse, stale_artifacts
+
+    loaded = load(flags)
+    errors = 0
+    for finding in stale_artifacts(loaded):
+        line(f"Warning: {finding.where}: {finding.message}", "warning")
+    for problem in loaded.problems:
+        line(f"Error: {problem}", "error")
+        errors += 1
+    if not no_warehouse:
+        for finding in check_warehouse(loaded):
+            line(f"{finding.level.capitalize()}: {finding.where}: {finding.message}", finding.level)
+            errors += finding.level == "error"
+    count = sum(1 for _ in loaded.registry.all())
+    if errors:
+        line(f"Validation failed: {errors} error(s) in {count} endpoint(s)", "error")
+        sys.exit(1)
+    line(f"Validated {count} endpoint(s): all OK", "ok")
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(["tool", "resource", "prompt"]))
+@click.argument("name")
+@click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
+              help="An argument, converted by the parameter's declared type (JSON for arrays/objects).")
+@click.option("--user", "user_json", metavar="JSON", help="Caller identity, e.g. '{\"groups\": [\"support\"]}'.")
+@dbt_flags
+@handle_errors
+def run(kind: str, name: str, params: tuple[str, ...], user_json: str | None, flags: Flags) -> None:
+    """Call one endpoint through the same pipeline a served call takes; print the result as JSON.
+
+    For a resource, NAME is a concrete URI such as customers://42.
+    """
+    from ..load import load
+    from ..pipeline import Pipeline, parse_text_value
+    from ..warehouse import Warehouse
+
+    user = _parse_user(user_json)
+    loaded = load(flags)
+    if loaded.problems:
+        raise RegistryError(loaded.problems)
+    warehouse = Warehouse(loaded.require_warehouse()) if kind != "prompt" else None
+    pipeline = Pipeline(loaded.registry, warehouse)
+    try:
+        if kind == "resource":
+            if params:
+                raise ConfigError("a resource takes no --param: its arguments come from the URI")
+            outcome = pipeline.read_resource(name, user)
+        else:
+            endpoint = pipeline.endpoint(kind, name)  # type: ignore[arg-type]
+            declared = {p.name: p for p in endpoint.parameters}
+            arguments: dict[str, Any] = {}
+            for item in params:
+                key, sep, text = item.partition("=")
+                if not sep:
+                    raise ConfigError(f"--param {item!r} must be KEY=VALUE")
+                if key not in declared:
+                    raise CallError("invalid_arguments", f"unknown parameter '{key}' for {kind} {name} "
+                                                         f"(parameters: {', '.join(declared) or 'none'})")
+                try:
+                    arguments[key] = parse_text_value(declared[key], text)
+                except ValueError as exc:
+                    raise CallError("invalid_arguments", f"parameter '{key}' {exc}") from None
+            outcome = pipeline.call(endpoint, arguments, user)
+    finally:
+        if warehouse is not None:
+            warehouse.close()
+    emit_json(outcome.value)
+    if outcome.truncated:
+        line(f"Warning: result truncated. {outcome.note}", "warning", err=True)
+
+
+def _parse_user(text: str | None) -> dict[str, Any] | None:
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--user must be a JSON object: {exc.msg} at column {exc.colno}") from None
+    if not isinstance(value, dict):
+        raise ConfigError("--user must be a JSON object such as '{\"role\": \"admin\"}'")
+    return value

@@ -1,0 +1,248 @@
+"""The endpoint format: what may be written under ``config.meta.mxcp`` in a dbt yml file.
+
+Unknown keys are rejected, so a typo is an error rather than a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .types import TypeDef
+
+NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+ACTIONS = ("deny", "filter_fields", "filter_sensitive_fields", "mask_fields")
+ASSERTIONS = ("result", "result_contains", "result_not_contains", "result_contains_item",
+              "result_contains_all", "result_length", "result_contains_text", "expect_error")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+def _check_name(value: str, what: str) -> str:
+    if not NAME_PATTERN.match(value):
+        raise ValueError(f"{what} {value!r} must start with a letter and contain only letters, digits and _")
+    return value
+
+
+class Parameter(TypeDef):
+    """A declared parameter: a type plus its name, and optionally the identity claim it is bound to."""
+
+    name: str
+    bind: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _check_name(v, "parameter name")
+
+    @field_validator("bind")
+    @classmethod
+    def _bind(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^user\.[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$", v):
+            raise ValueError(f"bind {v!r} must name a field of the caller, e.g. user.email or user.claims.tenant")
+        return v
+
+
+class Source(_Strict):
+    """Where an endpoint's SQL comes from: a file (relative to the yml) or inline code."""
+
+    file: str | None = None
+    code: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Source:
+        if (self.file is None) == (self.code is None):
+            raise ValueError("source needs exactly one of 'file' or 'code'")
+        return self
+
+
+class PolicyRule(_Strict):
+    """One CEL rule: when `condition` is true, `action` applies."""
+
+    condition: str
+    action: Literal["deny", "filter_fields", "filter_sensitive_fields", "mask_fields"]
+    reason: str | None = Field(default=None, validation_alias=AliasChoices("reason", "message"))
+    fields: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _fields(self) -> PolicyRule:
+        if self.action in ("filter_fields", "mask_fields") and not self.fields:
+            raise ValueError(f"action {self.action} needs 'fields': the (dotted) field names it acts on")
+        if self.action in ("deny", "filter_sensitive_fields") and self.fields:
+            raise ValueError(f"action {self.action} takes no 'fields'")
+        return self
+
+
+class Policies(_Strict):
+    """Input rules (before execution) and output rules (on the result)."""
+
+    input: list[PolicyRule] = []
+    output: list[PolicyRule] = []
+
+    @field_validator("input")
+    @classmethod
+    def _input_deny_only(cls, rules: list[PolicyRule]) -> list[PolicyRule]:
+        for rule in rules:
+            if rule.action != "deny":
+                raise ValueError(f"input policies can only deny; {rule.action} belongs under output")
+        return rules
+
+
+class EndpointTest(_Strict):
+    """One test case: arguments, who calls, and what the result must satisfy."""
+
+    name: str
+    description: str | None = None
+    arguments: dict[str, Any] = {}
+    user_context: dict[str, Any] | None = None
+    result: Any = None
+    result_contains: Any = None
+    result_not_contains: list[Any] | None = None
+    result_contains_item: Any = None
+    result_contains_all: list[Any] | None = None
+    result_length: int | None = None
+    result_contains_text: str | None = None
+    expect_error: bool | str | None = None
+
+    @field_validator("arguments", mode="before")
+    @classmethod
+    def _arguments(cls, v: Any) -> Any:
+        # MXCP writes arguments as a list of {key, value}; accept it.
+        if isinstance(v, list):
+            out = {}
+            for item in v:
+                if not (isinstance(item, dict) and set(item) == {"key", "value"}):
+                    raise ValueError("arguments as a list must hold {key, value} items")
+                out[item["key"]] = item["value"]
+            return out
+        return v if v is not None else {}
+
+    @property
+    def assertions(self) -> dict[str, Any]:
+        """The assertions this test declares, by keyword."""
+        return {k: getattr(self, k) for k in ASSERTIONS if k in self.model_fields_set}
+
+
+class _Endpoint(_Strict):
+    description: str | None = None
+    parameters: list[Parameter] = []
+    return_: TypeDef | None = Field(default=None, alias="return")
+    source: Source | None = None
+    policies: Policies = Policies()
+    tests: list[EndpointTest] = []
+    enabled: bool = True
+    max_rows: int | None = Field(default=None, ge=1)
+    max_bytes: int | None = Field(default=None, ge=1)
+    timeout: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _unique_parameters(self) -> _Endpoint:
+        names = [p.name for p in self.parameters or []]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"parameter(s) declared twice: {', '.join(dupes)}")
+        tests = [t.name for t in self.tests]
+        dupes = sorted({n for n in tests if tests.count(n) > 1})
+        if dupes:
+            raise ValueError(f"test name(s) used twice: {', '.join(dupes)}")
+        return self
+
+
+class Annotations(_Strict):
+    """MCP tool annotations (hints to clients)."""
+
+    title: str | None = None
+    readOnlyHint: bool | None = None
+    destructiveHint: bool | None = None
+    idempotentHint: bool | None = None
+    openWorldHint: bool | None = None
+
+
+class ToolSpec(_Endpoint):
+    """A tool declared in yml."""
+
+    name: str
+    title: str | None = None
+    annotations: Annotations | None = None
+    tags: list[str] = []
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _check_name(v, "tool name")
+
+
+class ResourceSpec(_Endpoint):
+    """A resource (or resource template, when `uri` has {variables}) declared in yml."""
+
+    uri: str
+    name: str | None = None
+    mime_type: str | None = None
+    parameters: list[Parameter] | None = None  # type: ignore[assignment]  # None: derived from the URI
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, v: str) -> str:
+        from .uri import UriTemplate
+
+        UriTemplate(v)  # raises ValueError with a clear message
+        return v
+
+
+class PromptMessage(_Strict):
+    """One message of a prompt; `prompt` is a Jinja template over the parameters."""
+
+    role: Literal["user", "assistant", "system"] = "user"
+    prompt: str
+    type: Literal["text"] = "text"
+
+
+class PromptSpec(_Strict):
+    """A prompt declared in yml."""
+
+    name: str
+    description: str | None = None
+    parameters: list[Parameter] = []
+    messages: list[PromptMessage]
+    tests: list[EndpointTest] = []
+    enabled: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _check_name(v, "prompt name")
+
+
+class MxcpBlock(_Strict):
+    """The whole ``config.meta.mxcp`` block of one node. Column blocks use `sensitive` only."""
+
+    tools: list[dict[str, Any]] = []
+    resources: list[dict[str, Any]] = []
+    prompts: list[dict[str, Any]] = []
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """A pydantic error as one line per problem, with the yml path of each."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+        loc = loc.replace("return_", "return")
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check its spelling; see docs/endpoints.md for the allowed keys)"
+        elif err["type"] == "literal_error":
+            msg = f"{msg}, got {err.get('input')!r}"
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)

@@ -1,0 +1,85 @@
+"""Running endpoint SQL: bound parameters, rows fetched in batches under a row and byte cap, a deadline."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import CallError
+from .jsonvalues import dumps, to_json_value
+
+FETCH_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps on one call: rows returned, bytes of JSON returned, seconds of query time."""
+
+    max_rows: int = 1000
+    max_bytes: int = 10_000_000
+    timeout: float = 30.0
+
+
+@dataclass
+class QueryResult:
+    """Rows (as JSON-ready dicts) and the columns they came with."""
+
+    columns: list[tuple[str, str]]
+    rows: list[dict[str, Any]]
+    truncated: bool = False
+    truncated_by: str | None = None
+
+
+def run_query(cursor: Any, sql: str, params: Mapping[str, Any], limits: Limits) -> QueryResult:
+    """Execute `sql` with `params` bound; stop at the row or byte cap; interrupt past the deadline."""
+    import duckdb
+
+    timer = threading.Timer(limits.timeout, cursor.interrupt)
+    timer.daemon = True
+    timer.start()
+    try:
+        cursor.execute(sql, dict(params))
+        columns = [(d[0], str(d[1])) for d in cursor.description or []]
+        names = [c[0] for c in columns]
+        rows: list[dict[str, Any]] = []
+        size = 0
+        truncated_by = None
+        while truncated_by is None:
+            batch = cursor.fetchmany(min(FETCH_BATCH, limits.max_rows + 1 - len(rows)))
+            if not batch:
+                break
+            for values in batch:
+                if len(rows) == limits.max_rows:
+                    truncated_by = "max_rows"
+                    break
+                row = {name: to_json_value(v) for name, v in zip(names, values, strict=True)}
+                size += len(dumps(row)) + 1
+                if size > limits.max_bytes:
+                    truncated_by = "max_bytes"
+                    break
+                rows.append(row)
+        return QueryResult(columns, rows, truncated_by is not None, truncated_by)
+    except duckdb.InterruptException:
+        raise CallError("timeout", f"the query ran past its {limits.timeout:g} s deadline and was interrupted; "
+                                   "narrow it with more specific arguments") from None
+    except duckdb.Error as exc:
+        raise CallError("execution", f"query failed: {_first_line(str(exc))}") from None
+    finally:
+        timer.cancel()
+
+
+def describe(cursor: Any, sql: str, params: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The result columns (name, DuckDB type) `sql` would return, without running it."""
+    import duckdb
+
+    try:
+        rows = cursor.execute(f"DESCRIBE {sql}", dict(params)).fetchall()
+    except duckdb.Error as exc:
+        raise CallError("execution", _first_line(str(exc))) from None
+    return [(str(r[0]), str(r[1])) for r in rows]
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else text

@@ -1,0 +1,228 @@
+"""The per-call pipeline every entry point uses (`run`, `test`, `serve`):
+
+claims → validate arguments → input policies → execute (limits) → shape → validate result →
+output policies. Every step fails closed: anything it cannot decide is an error, never a pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from .engine import Limits, QueryResult, run_query
+from .errors import CallError
+from .policy import Decision, activation, apply_output, check_input
+from .prompts import render_messages
+from .registry import Endpoint, Kind, Registry
+from .types import SchemaChecker, to_bind_value
+from .user import MissingClaim, claim_value, make_user
+from .warehouse import Warehouse
+
+
+@dataclass
+class Outcome:
+    """A call's answer with what happened on the way (for the caller, tests and the audit log)."""
+
+    endpoint: Endpoint
+    arguments: dict[str, Any]
+    value: Any
+    row_count: int = 0
+    truncated: bool = False
+    note: str | None = None
+    decisions: list[Decision] = field(default_factory=list)
+
+
+class _Checkers:
+    """JSON Schema checkers compiled once per endpoint."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+
+    @cached_property
+    def arguments(self) -> SchemaChecker:
+        return SchemaChecker(self.endpoint.input_schema())
+
+    @cached_property
+    def result(self) -> SchemaChecker | None:
+        schema = self.endpoint.return_schema()
+        return SchemaChecker(schema) if schema is not None else None
+
+
+class Pipeline:
+    """Answers calls against one registry and one warehouse."""
+
+    def __init__(self, registry: Registry, warehouse: Warehouse | None, limits: Limits | None = None) -> None:
+        self.registry = registry
+        self.warehouse = warehouse
+        self.limits = limits or Limits()
+        self._checkers: dict[int, _Checkers] = {}
+
+    def endpoint(self, kind: Kind, name: str) -> Endpoint:
+        """The enabled endpoint, or a not_found error listing what exists."""
+        found = self.registry.get(kind, name)
+        if found is None:
+            names = sorted(e.name for e in self.registry.all(kind))
+            known = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "") if names else "none"
+            raise CallError("not_found", f"unknown {kind} {name!r} (known: {known})")
+        return found
+
+    def call_tool(self, name: str, arguments: Mapping[str, Any] | None,
+                  user: Mapping[str, Any] | None = None) -> Outcome:
+        """Call the tool `name`."""
+        return self.call(self.endpoint("tool", name), arguments or {}, user)
+
+    def read_resource(self, uri: str, user: Mapping[str, Any] | None = None) -> Outcome:
+        """Read the resource at the concrete `uri` (its variables become the arguments)."""
+        match = self.registry.match_resource(uri)
+        if match is None:
+            raise CallError("not_found", f"no resource matches {uri!r}")
+        endpoint, variables = match
+        arguments: dict[str, Any] = {}
+        by_name = {p.name: p for p in endpoint.parameters}
+        for key, text in variables.items():
+            try:
+                arguments[key] = parse_text_value(by_name[key], text)
+            except ValueError as exc:
+                raise CallError("invalid_arguments", f"uri variable '{key}': {exc}") from None
+        return self.call(endpoint, arguments, user)
+
+    def get_prompt(self, name: str, arguments: Mapping[str, Any] | None,
+                   user: Mapping[str, Any] | None = None) -> Outcome:
+        """Render the prompt `name`."""
+        return self.call(self.endpoint("prompt", name), arguments or {}, user)
+
+    def call(self, endpoint: Endpoint, arguments: Mapping[str, Any], user: Mapping[str, Any] | None) -> Outcome:
+        """Run one call of `endpoint` through every step of the pipeline."""
+        caller = make_user(user)
+        checkers = self._checkers.setdefault(id(endpoint), _Checkers(endpoint))
+        args = self._arguments(endpoint, checkers, arguments, caller)
+        outcome = Outcome(endpoint, args, None)
+        variables = activation(caller, args)
+        check_input(endpoint.input_rules, variables, outcome.decisions)
+        if endpoint.kind == "prompt":
+            outcome.value = render_messages(endpoint.spec, args)  # type: ignore[arg-type]
+            return outcome
+        result = self._execute(endpoint, args)
+        outcome.value = shape(endpoint, result)
+        outcome.row_count = len(result.rows)
+        if result.truncated:
+            outcome.truncated = True
+            outcome.note = truncation_note(endpoint, result, self._limits(endpoint))
+        if checkers.result is not None:
+            problems = checkers.result.problems(outcome.value)
+            if problems:
+                raise CallError("invalid_result", "the result does not match the declared return type: "
+                                + "; ".join(problems[:5]))
+        if endpoint.output_rules:
+            variables = activation(caller, args, outcome.value, with_response=True)
+            outcome.value = apply_output(endpoint.output_rules, variables, outcome.value,
+                                         endpoint.sensitive_paths, outcome.decisions)
+        return outcome
+
+    def _arguments(self, endpoint: Endpoint, checkers: _Checkers, arguments: Mapping[str, Any],
+                   caller: Mapping[str, Any]) -> dict[str, Any]:
+        if not isinstance(arguments, Mapping):
+            raise CallError("invalid_arguments", "arguments must be an object mapping parameter names to values")
+        args = dict(arguments)
+        bound = [p for p in endpoint.parameters if p.bind is not None]
+        for p in bound:
+            if p.name in args:
+                raise CallError("invalid_arguments", f"parameter '{p.name}' takes its value from {p.bind} and "
+                                                     "cannot be supplied by the caller")
+        problems = checkers.arguments.problems(args)
+        if problems:
+            raise CallError("invalid_arguments", "invalid arguments: " + "; ".join(problems))
+        for p in endpoint.client_parameters:
+            if p.name not in args and p.has_default:
+                args[p.name] = p.default
+        for p in bound:
+            try:
+                args[p.name] = claim_value(caller, p.bind or "")
+            except MissingClaim:
+                raise CallError("denied", f"this {endpoint.kind} needs {p.bind} from the caller's identity, "
+                                          "which is missing") from None
+        return args
+
+    def _limits(self, endpoint: Endpoint) -> Limits:
+        spec = endpoint.spec
+        return Limits(
+            max_rows=min(getattr(spec, "max_rows", None) or self.limits.max_rows, self.limits.max_rows),
+            max_bytes=min(getattr(spec, "max_bytes", None) or self.limits.max_bytes, self.limits.max_bytes),
+            timeout=min(getattr(spec, "timeout", None) or self.limits.timeout, self.limits.timeout),
+        )
+
+    def _execute(self, endpoint: Endpoint, args: Mapping[str, Any]) -> QueryResult:
+        if self.warehouse is None or endpoint.sql is None:
+            raise CallError("execution", f"{endpoint.label} has no SQL to run")
+        types = {p.name: p for p in endpoint.parameters}
+        params = {name: to_bind_value(types[name], args.get(name)) for name in types}
+        cursor = self.warehouse.cursor()
+        try:
+            return run_query(cursor, endpoint.sql, params, self._limits(endpoint))
+        finally:
+            cursor.close()
+
+
+def shape(endpoint: Endpoint, result: QueryResult) -> Any:
+    """Rows shaped by the return type: array → rows, object → the one row, scalar → its one value."""
+    t = endpoint.return_type
+    kind = t.type if t is not None else "array"
+    if kind == "array":
+        return result.rows
+    if len(result.rows) == 0 and not result.truncated:
+        if endpoint.kind == "resource":
+            raise CallError("not_found", "no row found: the resource does not exist")
+        raise CallError("no_row", "no row found")
+    if len(result.rows) != 1 or result.truncated:
+        raise CallError("invalid_result", f"the {endpoint.kind} returns a single {kind} but the query returned more "
+                                          "than one row")
+    row = result.rows[0]
+    if kind == "object":
+        return row
+    if len(row) != 1:
+        raise CallError("invalid_result", f"the {endpoint.kind} returns a single {kind} but the query returned "
+                                          f"{len(row)} columns ({', '.join(row)})")
+    return next(iter(row.values()))
+
+
+def truncation_note(endpoint: Endpoint, result: QueryResult, limits: Limits) -> str:
+    """What a truncated result tells its reader, and how to narrow the query."""
+    if result.truncated_by == "max_bytes":
+        cap = f"the {limits.max_bytes:,}-byte cap"
+    else:
+        cap = f"the {limits.max_rows:,}-row cap"
+    return (f"Only the first {len(result.rows):,} rows are shown: the result reached {cap}. "
+            "Narrow the query with more specific arguments to see the rest.")
+
+
+def parse_text_value(param: Any, text: str) -> Any:
+    """A text value (a URI variable, a CLI --param) converted by the declared type; ValueError names the rule."""
+    import json
+
+    kind = getattr(param, "type", "string")
+    if kind == "string":
+        return text
+    if kind == "integer":
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"must be an integer, got {text!r}") from None
+    if kind == "number":
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"must be a number, got {text!r}") from None
+        return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
+    if kind == "boolean":
+        lowered = text.strip().lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+        raise ValueError(f"must be true or false, got {text!r}")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise ValueError(f"must be JSON ({kind}), got {text!r}") from None

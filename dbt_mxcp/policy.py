@@ -1,0 +1,178 @@
+"""CEL policies: compiled once at load, evaluated per call, failing closed.
+
+An evaluation error, a missing field or a non-boolean result denies the call: a rule that
+cannot be evaluated never lets a call through, and never leaves a field unmasked.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from .endpoints import PolicyRule
+from .errors import CallError
+
+MASK = "****"
+
+
+class PolicySyntaxError(ValueError):
+    """A CEL condition that does not compile."""
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    """A policy rule with its CEL program."""
+
+    rule: PolicyRule
+    program: Any = field(repr=False, compare=False)
+
+
+def compile_rules(rules: Sequence[PolicyRule], phase: str) -> tuple[CompiledRule, ...]:
+    """Compile each rule's condition; a syntax error names the phase, the rule's index and the spot."""
+    import celpy
+
+    env = celpy.Environment()
+    out = []
+    for i, rule in enumerate(rules):
+        try:
+            program = env.program(env.compile(rule.condition))
+        except Exception as exc:  # celpy raises its own parse errors with the caret drawing
+            detail = " ".join(str(exc).split())
+            raise PolicySyntaxError(f"policies.{phase}[{i}] condition {rule.condition!r} is not valid CEL: "
+                                    f"{detail}") from None
+        out.append(CompiledRule(rule, program))
+    return tuple(out)
+
+
+@dataclass
+class Decision:
+    """What one rule decided in one call (for the result and, later, the audit record)."""
+
+    phase: str
+    index: int
+    action: str
+    matched: bool | None
+    error: str | None = None
+
+
+def _plain(value: Any) -> Any:
+    """A result value as plain JSON types, which is what CEL sees."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    return value
+
+
+def _evaluate(compiled: CompiledRule, activation: Mapping[str, Any]) -> bool:
+    import celpy
+
+    try:
+        result = compiled.program.evaluate(activation)
+    except Exception as exc:
+        raise PolicyEvalError(_cel_message(exc)) from None
+    if isinstance(result, Exception):
+        raise PolicyEvalError(_cel_message(result))
+    if not isinstance(result, celpy.celtypes.BoolType):
+        raise PolicyEvalError(f"the condition returned {type(result).__name__}, not a boolean")
+    return bool(result)
+
+
+class PolicyEvalError(Exception):
+    """A rule that could not be evaluated (it denies)."""
+
+
+def _cel_message(exc: BaseException) -> str:
+    args = getattr(exc, "args", ())
+    if args and isinstance(args[0], str):
+        return args[0]
+    return str(exc) or type(exc).__name__
+
+
+def activation(user: Mapping[str, Any], arguments: Mapping[str, Any], response: Any = None,
+               with_response: bool = False) -> dict[str, Any]:
+    """The CEL variables of one call: `user`, each argument by name, and `response` for output rules."""
+    from celpy.adapter import json_to_cel
+
+    variables = {name: json_to_cel(_plain(value)) for name, value in arguments.items()}
+    variables["user"] = json_to_cel(_plain(dict(user)))
+    if with_response:
+        variables["response"] = json_to_cel(_plain(response))
+    return variables
+
+
+def check_input(rules: Sequence[CompiledRule], variables: Mapping[str, Any],
+                decisions: list[Decision]) -> None:
+    """Raise a denial if any input rule matches, or if any cannot be evaluated."""
+    for i, compiled in enumerate(rules):
+        try:
+            matched = _evaluate(compiled, variables)
+        except PolicyEvalError as exc:
+            decisions.append(Decision("input", i, "deny", None, str(exc)))
+            raise CallError("policy_error", f"denied: policy input[{i}] could not be evaluated ({exc}); "
+                                            "a rule that cannot be evaluated denies") from None
+        decisions.append(Decision("input", i, compiled.rule.action, matched))
+        if matched:
+            raise CallError("denied", compiled.rule.reason or f"denied by policy input[{i}]")
+
+
+def apply_output(rules: Sequence[CompiledRule], variables: Mapping[str, Any], result: Any,
+                 sensitive_paths: Sequence[str], decisions: list[Decision]) -> Any:
+    """Apply each matching output rule to `result`; a rule that cannot be evaluated denies the call."""
+    for i, compiled in enumerate(rules):
+        rule = compiled.rule
+        try:
+            matched = _evaluate(compiled, variables)
+        except PolicyEvalError as exc:
+            decisions.append(Decision("output", i, rule.action, None, str(exc)))
+            raise CallError("policy_error", f"denied: policy output[{i}] could not be evaluated ({exc}); "
+                                            "a rule that cannot be evaluated denies") from None
+        decisions.append(Decision("output", i, rule.action, matched))
+        if not matched:
+            continue
+        if rule.action == "deny":
+            raise CallError("denied", rule.reason or f"denied by policy output[{i}]")
+        if rule.action == "filter_fields":
+            result = _edit_paths(result, rule.fields or [], _drop)
+        elif rule.action == "mask_fields":
+            result = _edit_paths(result, rule.fields or [], _mask)
+        elif rule.action == "filter_sensitive_fields":
+            result = _edit_paths(result, sensitive_paths, _drop)
+    return result
+
+
+def _drop(obj: dict[str, Any], key: str) -> None:
+    obj.pop(key, None)
+
+
+def _mask(obj: dict[str, Any], key: str) -> None:
+    if key in obj:
+        obj[key] = MASK
+
+
+def _edit_paths(value: Any, paths: Sequence[str], edit: Callable[[dict[str, Any], str], None]) -> Any:
+    """A copy of `value` with `edit` applied at each dotted path (lists are walked item by item)."""
+    import copy
+
+    value = copy.deepcopy(value)
+    for path in paths:
+        _edit(value, path.split("."), edit)
+    return value
+
+
+def _edit(value: Any, parts: list[str], edit: Callable[[dict[str, Any], str], None]) -> None:
+    if isinstance(value, list):
+        for item in value:
+            _edit(item, parts, edit)
+    elif isinstance(value, dict):
+        if len(parts) == 1:
+            edit(value, parts[0])
+        elif parts[0] in value:
+            _edit(value[parts[0]], parts[1:], edit)

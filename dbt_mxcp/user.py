@@ -1,0 +1,42 @@
+"""Who the caller is: the `user` that policies and claim-bound parameters see."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+STANDARD_FIELDS = ("id", "email", "name", "role", "groups", "scopes", "claims")
+
+
+def make_user(raw: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A complete `user`: standard fields always present, unknown top-level keys moved into `claims`.
+
+    Without authentication the caller is anonymous: role ``"anonymous"``, no groups, no scopes.
+    """
+    raw = dict(raw or {})
+    claims = dict(raw.pop("claims", None) or {})
+    user: dict[str, Any] = {
+        "id": raw.pop("id", None),
+        "email": raw.pop("email", None),
+        "name": raw.pop("name", None),
+        "role": raw.pop("role", None) or "anonymous",
+        "groups": list(raw.pop("groups", None) or []),
+        "scopes": list(raw.pop("scopes", None) or []),
+    }
+    claims.update(raw)
+    user["claims"] = claims
+    return user
+
+
+class MissingClaim(LookupError):
+    """A claim-bound parameter whose claim the caller does not have."""
+
+
+def claim_value(user: Mapping[str, Any], path: str) -> Any:
+    """The value at `path` (``user.email``, ``user.claims.tenant``) of the caller; MissingClaim if absent."""
+    value: Any = user
+    for part in path.split(".")[1:]:
+        if not isinstance(value, Mapping) or value.get(part) is None:
+            raise MissingClaim(path)
+        value = value[part]
+    return value

@@ -1,0 +1,105 @@
+"""The serving connection to the dbt-duckdb warehouse: read-only, no file or network access, locked config.
+
+The database file is ATTACHed read-only under the catalog name dbt gave it, so the relation names
+in the manifest (``"shop"."main"."customers"``) resolve whatever the file is called.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import WarehouseError
+from .project import WarehouseConfig
+from .sql import quote_identifier
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+class Warehouse:
+    """One hardened DuckDB instance; each call takes its own cursor from it."""
+
+    def __init__(self, config: WarehouseConfig, *, lock_wait: float = 10.0) -> None:
+        self.config = config
+        self._lock_wait = lock_wait
+        self._conn: Any = None
+        self._guard = threading.Lock()
+
+    def connection(self) -> Any:
+        """The shared connection, opened on first use."""
+        with self._guard:
+            if self._conn is None:
+                self._conn = self._open()
+            return self._conn
+
+    def cursor(self) -> Any:
+        """A new cursor (its own DuckDB connection to the same instance), safe to use in one thread."""
+        return self.connection().cursor()
+
+    def close(self) -> None:
+        """Close the instance; later calls reopen it."""
+        with self._guard:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _open(self) -> Any:
+        import duckdb
+
+        cfg = self.config
+        if cfg.path == ":memory:":
+            raise WarehouseError(f"target {cfg.target!r} of profile {cfg.profile!r} uses an in-memory DuckDB "
+                                 "(path :memory:), which keeps nothing to serve: set a file path in profiles.yml")
+        if cfg.path.startswith(("md:", "motherduck:")):
+            raise WarehouseError("MotherDuck targets are not supported yet: use a local DuckDB file")
+        if not Path(cfg.path).is_file():
+            raise WarehouseError(f"warehouse file {cfg.path} does not exist: run `dbt build` first")
+        conn = duckdb.connect(":memory:", config={
+            "autoinstall_known_extensions": "false",
+            "autoload_known_extensions": "false",
+        })
+        try:
+            self._attach(conn, cfg.path, cfg.database)
+            for extra in cfg.attach:
+                alias = extra.get("alias") or Path(str(extra.get("path", ""))).stem
+                self._attach(conn, str(extra.get("path")), str(alias))
+            conn.execute(f"USE {quote_identifier(cfg.database)}.{quote_identifier(cfg.schema)}")
+            for key, value in cfg.settings.items():
+                if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(key)):
+                    conn.execute(f"SET {key} = {_literal(str(value))}")
+            # Harden last: no file or network access from SQL, and nothing can switch it back on.
+            conn.execute("SET enable_external_access = false")
+            conn.execute("SET lock_configuration = true")
+        except WarehouseError:
+            conn.close()
+            raise
+        except duckdb.Error as exc:
+            conn.close()
+            raise WarehouseError(f"cannot prepare warehouse {cfg.path}: {exc}") from None
+        return conn
+
+    def _attach(self, conn: Any, path: str, alias: str) -> None:
+        import duckdb
+
+        deadline = time.monotonic() + self._lock_wait
+        while True:
+            try:
+                conn.execute(f"ATTACH {_literal(path)} AS {quote_identifier(alias)} (READ_ONLY)")
+                return
+            except duckdb.IOException as exc:
+                text = str(exc)
+                if "lock" not in text.lower():
+                    raise WarehouseError(f"cannot open warehouse {path}: {text}") from None
+                if time.monotonic() >= deadline:
+                    holder = re.search(r"held in (.+?) \(PID (\d+)\)", text)
+                    who = f" by {holder.group(1)} (PID {holder.group(2)})" if holder else ""
+                    raise WarehouseError(f"warehouse {path} is locked{who}, probably a running `dbt run`/`dbt build`; "
+                                         "try again when it has finished") from None
+                time.sleep(0.2)
+            except duckdb.Error as exc:
+                raise WarehouseError(f"cannot open warehouse {path}: {exc}") from None
