@@ -173,7 +173,7 @@ def shape(endpoint: Endpoint, result: QueryResult) -> Any:
         return result.rows
     if len(result.rows) == 0 and not result.truncated:
         if endpoint.kind == "resource":
-            raise CallError("not_found", "no row found: the resource does not exist")
+            raise CallError("not_found", "resource not found: no row found")
         raise CallError("no_row", "no row found")
     if len(result.rows) != 1 or result.truncated:
         raise CallError("invalid_result", f"the {endpoint.kind} returns a single {kind} but the query returned more "

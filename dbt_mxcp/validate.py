@@ -148,11 +148,10 @@ def _compare_type(endpoint: Endpoint, name: str, declared: TypeDef, duck_type: s
                                                    f"return type says format {declared.format}")
 
 
-def check_warehouse(loaded: Loaded) -> Iterator[Finding]:
+def check_warehouse(loaded: Loaded, *, lock_wait: float = 10.0) -> Iterator[Finding]:
     """Check every enabled endpoint against the warehouse."""
     try:
-        config = loaded.require_warehouse()
-        warehouse = Warehouse(config)
+        warehouse = Warehouse(loaded.require_warehouse(), lock_wait=lock_wait)
         warehouse.connection()
     except MxcpError as exc:
         yield Finding("error", "warehouse", str(exc))

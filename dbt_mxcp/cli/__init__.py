@@ -41,6 +41,13 @@ def dbt_flags(func: F) -> F:
     return wrapper
 
 
+def lock_wait_option(func: F) -> F:
+    """How long to wait for a dbt process that holds the warehouse's write lock."""
+    return click.option("--lock-wait", type=click.FloatRange(min=0), default=10.0, show_default=True,
+                        envvar="DBT_MXCP_LOCK_WAIT", metavar="SECONDS",
+                        help="Wait this long for a running dbt command to release the warehouse.")(func)
+
+
 def handle_errors(func: F) -> F:
     """Turn dbt-mxcp errors into a clear message and dbt's exit codes; never a traceback."""
 
@@ -86,8 +93,9 @@ def list_command(flags: Flags, output: str) -> None:
 @main.command()
 @dbt_flags
 @click.option("--no-warehouse", is_flag=True, help="Check declarations only; do not connect to DuckDB.")
+@lock_wait_option
 @handle_errors
-def validate(flags: Flags, no_warehouse: bool) -> None:
+def validate(flags: Flags, no_warehouse: bool, lock_wait: float) -> None:
     """Check every endpoint: declarations, policies, SQL and result columns against the warehouse."""
     from ..load import load
     from ..validate import check_warehouse, stale_artifacts
@@ -100,7 +108,7 @@ def validate(flags: Flags, no_warehouse: bool) -> None:
         line(f"Error: {problem}", "error")
         errors += 1
     if not no_warehouse:
-        for finding in check_warehouse(loaded):
+        for finding in check_warehouse(loaded, lock_wait=lock_wait):
             line(f"{finding.level.capitalize()}: {finding.where}: {finding.message}", finding.level)
             errors += finding.level == "error"
     count = sum(1 for _ in loaded.registry.all())
@@ -117,8 +125,9 @@ def validate(flags: Flags, no_warehouse: bool) -> None:
               help="An argument, converted by the parameter's declared type (JSON for arrays/objects).")
 @click.option("--user", "user_json", metavar="JSON", help="Caller identity, e.g. '{\"groups\": [\"support\"]}'.")
 @dbt_flags
+@lock_wait_option
 @handle_errors
-def run(kind: str, name: str, params: tuple[str, ...], user_json: str | None, flags: Flags) -> None:
+def run(kind: str, name: str, params: tuple[str, ...], user_json: str | None, flags: Flags, lock_wait: float) -> None:
     """Call one endpoint through the same pipeline a served call takes; print the result as JSON.
 
     For a resource, NAME is a concrete URI such as customers://42.
@@ -131,7 +140,7 @@ def run(kind: str, name: str, params: tuple[str, ...], user_json: str | None, fl
     loaded = load(flags)
     if loaded.problems:
         raise RegistryError(loaded.problems)
-    warehouse = Warehouse(loaded.require_warehouse()) if kind != "prompt" else None
+    warehouse = Warehouse(loaded.require_warehouse(), lock_wait=lock_wait) if kind != "prompt" else None
     pipeline = Pipeline(loaded.registry, warehouse)
     try:
         if kind == "resource":

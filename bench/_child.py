@@ -1,0 +1,123 @@
+"""Measurements that need a fresh interpreter; bench/run.py starts this with ``sys.executable``.
+
+Each mode prints one JSON object on stdout and nothing else.
+
+    _child.py modules          what ``import dbt_mxcp`` brings into sys.modules
+    _child.py plugins          in a process that already imported dbt: import dbt_mxcp, then dbt_mxcp.plugins
+    _child.py cold split DIR   first json.load / Manifest / build_registry of DIR/target/manifest.json
+    _child.py cold whole DIR   first load_manifest + build_registry of DIR/target/manifest.json
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+# Imported by nothing in this module before the measured import (checked in `modules`).
+FORBIDDEN = ("dbt", "mcp", "celpy", "duckdb", "jinja2", "pydantic")
+
+
+def _top_level(names: set[str]) -> set[str]:
+    return {n.split(".", 1)[0] for n in names}
+
+
+def modules() -> dict[str, object]:
+    before = set(sys.modules)
+    import dbt_mxcp  # noqa: F401
+
+    added = set(sys.modules) - before
+    loaded = _top_level(set(sys.modules))
+    return {
+        "added_modules": sorted(added),
+        "forbidden_loaded": sorted(m for m in FORBIDDEN if m in loaded),
+    }
+
+
+def plugins() -> dict[str, object]:
+    # What the `dbt` command has imported by the time its plugin manager looks for dbt_* modules.
+    import importlib
+
+    t0 = time.perf_counter()
+    import dbt.cli.main  # noqa: F401
+    import dbt.plugins.manager  # noqa: F401
+
+    dbt_import_s = time.perf_counter() - t0
+    before = set(sys.modules)
+    t0 = time.perf_counter()
+    module = importlib.import_module("dbt_mxcp")
+    t1 = time.perf_counter()
+    found = module.plugins
+    t2 = time.perf_counter()
+    again = module.plugins
+    t3 = time.perf_counter()
+    added = set(sys.modules) - before
+    return {
+        "dbt_import_s": dbt_import_s,
+        "import_s": t1 - t0,
+        "plugins_s": t2 - t1,
+        "plugins_again_s": t3 - t2,
+        "plugins": [f"{p.__module__}.{p.__qualname__}" for p in found],
+        "same_on_second_access": [p.__qualname__ for p in again] == [p.__qualname__ for p in found],
+        "added_top_level": sorted(_top_level(added) - _top_level(before)),
+        "added_module_count": len(added),
+    }
+
+
+def _rss_kb() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+
+
+def cold(how: str, project_dir: str) -> dict[str, object]:
+    from pathlib import Path
+
+    start_rss = _rss_kb()
+    t0 = time.perf_counter()
+    from dbt_mxcp.manifest import Manifest, load_manifest
+    from dbt_mxcp.registry import build_registry
+
+    out: dict[str, object] = {"import_s": time.perf_counter() - t0, "rss_after_import_kb": _rss_kb(),
+                              "rss_start_kb": start_rss}
+    project = Path(project_dir)
+    target = project / "target"
+    if how == "split":
+        import json
+
+        t0 = time.perf_counter()
+        with (target / "manifest.json").open("rb") as fh:
+            data = json.load(fh)
+        t1 = time.perf_counter()
+        manifest = Manifest(data)
+        t2 = time.perf_counter()
+        registry, problems = build_registry(manifest, project)
+        t3 = time.perf_counter()
+        out.update(json_load_s=t1 - t0, manifest_s=t2 - t1, build_s=t3 - t2, total_s=t3 - t0)
+    else:
+        t0 = time.perf_counter()
+        manifest = load_manifest(target)
+        t1 = time.perf_counter()
+        registry, problems = build_registry(manifest, project)
+        t2 = time.perf_counter()
+        out.update(load_manifest_s=t1 - t0, build_s=t2 - t1, total_s=t2 - t0)
+    out.update(endpoints=len(registry.endpoints), problems=len(problems), peak_rss_kb=_rss_kb())
+    return out
+
+
+def main(argv: list[str]) -> None:
+    import json
+
+    mode = argv[0]
+    if mode == "modules":
+        result = modules()
+    elif mode == "plugins":
+        result = plugins()
+    elif mode == "cold":
+        result = cold(argv[1], argv[2])
+    else:
+        raise SystemExit(f"unknown mode {mode!r}")
+    sys.stdout.write(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

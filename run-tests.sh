@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole test suite from scratch: a fresh virtualenv, the package with its dev
+# extras, then ruff, mypy and pytest (which runs real `dbt build`s on DuckDB).
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+VENV=$(mktemp -d /tmp/dbt-mxcp-tests.XXXXXX)
+trap 'rm -rf "$VENV"' EXIT
+"$PY" -m venv "$VENV"
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+"$VENV/bin/python" -m pip install --quiet -e ".[dev]"
+export PATH="$VENV/bin:$PATH" DBT_SEND_ANONYMOUS_USAGE_STATS=false
+echo "== ruff";  ruff check dbt_mxcp tests bench
+echo "== mypy";  mypy
+echo "== pytest"
+set +e
+pytest "$@"
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi
+exit "$rc"
