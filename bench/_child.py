@@ -2,7 +2,6 @@
 
 Each mode prints one JSON object on stdout and nothing else.
 
-    _child.py modules          what ``import dbt_mxcp`` brings into sys.modules
     _child.py plugins          in a process that already imported dbt: import dbt_mxcp, then dbt_mxcp.plugins
     _child.py cold split DIR   first json.load / Manifest / build_registry of DIR/target/manifest.json
     _child.py cold whole DIR   first load_manifest + build_registry of DIR/target/manifest.json
@@ -13,24 +12,9 @@ from __future__ import annotations
 import sys
 import time
 
-# Imported by nothing in this module before the measured import (checked in `modules`).
-FORBIDDEN = ("dbt", "mcp", "celpy", "duckdb", "jinja2", "pydantic")
-
 
 def _top_level(names: set[str]) -> set[str]:
     return {n.split(".", 1)[0] for n in names}
-
-
-def modules() -> dict[str, object]:
-    before = set(sys.modules)
-    import dbt_mxcp  # noqa: F401
-
-    added = set(sys.modules) - before
-    loaded = _top_level(set(sys.modules))
-    return {
-        "added_modules": sorted(added),
-        "forbidden_loaded": sorted(m for m in FORBIDDEN if m in loaded),
-    }
 
 
 def plugins() -> dict[str, object]:
@@ -38,7 +22,7 @@ def plugins() -> dict[str, object]:
     import importlib
 
     t0 = time.perf_counter()
-    import dbt.cli.main  # noqa: F401
+    import dbt.cli.main
     import dbt.plugins.manager  # noqa: F401
 
     dbt_import_s = time.perf_counter() - t0
@@ -108,9 +92,7 @@ def main(argv: list[str]) -> None:
     import json
 
     mode = argv[0]
-    if mode == "modules":
-        result = modules()
-    elif mode == "plugins":
+    if mode == "plugins":
         result = plugins()
     elif mode == "cold":
         result = cold(argv[1], argv[2])

@@ -51,7 +51,7 @@ def _model_config(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def _column(name: str, data_type: str, description: str, not_null: bool) -> dict[str, Any]:
-    constraints = [{"type": "not_null", "name": None, "expression": None, "warn_unenforced": True,
+    constraints: list[dict[str, Any]] = [{"type": "not_null", "name": None, "expression": None, "warn_unenforced": True,
                     "warn_unsupported": True, "to": None, "to_columns": []}] if not_null else []
     return {"name": name, "description": description, "meta": {}, "data_type": data_type,
             "constraints": constraints, "quote": None, "config": {"meta": {}, "tags": []}, "tags": [],

@@ -1,7 +1,8 @@
 """The serving connection to the dbt-duckdb warehouse: read-only, no file or network access, locked config.
 
-The database file is ATTACHed read-only under the catalog name dbt gave it, so the relation names
-in the manifest (``"shop"."main"."customers"``) resolve whatever the file is called.
+The file is opened read-only, so no statement can change dbt's relations; its catalog name (the
+file's stem) is the manifest's database, so relation names such as ``"shop"."main"."customers"``
+resolve as dbt wrote them.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ class Warehouse:
         self._lock_wait = lock_wait
         self._conn: Any = None
         self._guard = threading.Lock()
+        # Each cursor is a new DuckDB connection with its own default schema.
+        self._use = f"USE {quote_identifier(config.database)}.{quote_identifier(config.schema)}" \
+            if config.schema != "main" else None
 
     def connection(self) -> Any:
         """The shared connection, opened on first use."""
@@ -39,7 +43,10 @@ class Warehouse:
 
     def cursor(self) -> Any:
         """A new cursor (its own DuckDB connection to the same instance), safe to use in one thread."""
-        return self.connection().cursor()
+        cursor = self.connection().cursor()
+        if self._use:
+            cursor.execute(self._use)
+        return cursor
 
     def close(self) -> None:
         """Close the instance; later calls reopen it."""
@@ -59,38 +66,38 @@ class Warehouse:
             raise WarehouseError("MotherDuck targets are not supported yet: use a local DuckDB file")
         if not Path(cfg.path).is_file():
             raise WarehouseError(f"warehouse file {cfg.path} does not exist: run `dbt build` first")
-        conn = duckdb.connect(":memory:", config={
-            "autoinstall_known_extensions": "false",
-            "autoload_known_extensions": "false",
-        })
+        if Path(cfg.path).stem != cfg.database:
+            # DuckDB names the catalog after the file; the manifest's relation names use `database`.
+            raise WarehouseError(f"warehouse file {cfg.path} opens as catalog {Path(cfg.path).stem!r}, but the "
+                                 f"profile's database is {cfg.database!r}: make them match")
+        config = {"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"}
+        if not cfg.attach:
+            config["enable_external_access"] = "false"
+        conn = self._connect(cfg.path, config)
         try:
-            self._attach(conn, cfg.path, cfg.database)
             for extra in cfg.attach:
                 alias = extra.get("alias") or Path(str(extra.get("path", ""))).stem
-                self._attach(conn, str(extra.get("path")), str(alias))
-            conn.execute(f"USE {quote_identifier(cfg.database)}.{quote_identifier(cfg.schema)}")
+                conn.execute(f"ATTACH {_literal(str(extra.get('path')))} AS {quote_identifier(str(alias))} "
+                             "(READ_ONLY)")
             for key, value in cfg.settings.items():
                 if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(key)):
                     conn.execute(f"SET {key} = {_literal(str(value))}")
             # Harden last: no file or network access from SQL, and nothing can switch it back on.
             conn.execute("SET enable_external_access = false")
             conn.execute("SET lock_configuration = true")
-        except WarehouseError:
-            conn.close()
-            raise
         except duckdb.Error as exc:
             conn.close()
             raise WarehouseError(f"cannot prepare warehouse {cfg.path}: {exc}") from None
         return conn
 
-    def _attach(self, conn: Any, path: str, alias: str) -> None:
+    def _connect(self, path: str, config: dict[str, str]) -> Any:
+        """Open `path` read-only, waiting up to lock_wait for a dbt process that holds the write lock."""
         import duckdb
 
         deadline = time.monotonic() + self._lock_wait
         while True:
             try:
-                conn.execute(f"ATTACH {_literal(path)} AS {quote_identifier(alias)} (READ_ONLY)")
-                return
+                return duckdb.connect(path, read_only=True, config=config)
             except duckdb.IOException as exc:
                 text = str(exc)
                 if "lock" not in text.lower():
@@ -98,8 +105,8 @@ class Warehouse:
                 if time.monotonic() >= deadline:
                     holder = re.search(r"held in (.+?) \(PID (\d+)\)", text)
                     who = f" by {holder.group(1)} (PID {holder.group(2)})" if holder else ""
-                    raise WarehouseError(f"warehouse {path} is locked{who}, probably a running `dbt run`/`dbt build`; "
-                                         "try again when it has finished") from None
+                    raise WarehouseError(f"warehouse {path} is locked{who}, probably a running `dbt run` or "
+                                         "`dbt build`; try again when it has finished") from None
                 time.sleep(0.2)
             except duckdb.Error as exc:
                 raise WarehouseError(f"cannot open warehouse {path}: {exc}") from None

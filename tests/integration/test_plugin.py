@@ -145,3 +145,12 @@ def test_repo_root_is_a_dbt_package_without_stray_nodes(tmp_path: Path) -> None:
                 "--output-keys", "unique_id package_name"], project)
     packages = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert not [p for p in packages if p["package_name"] == "dbt_mxcp"]
+
+
+def test_list_endpoints_macro_works_from_dbt_alone(it_project: Project) -> None:
+    proc = it_project.dbt("run-operation", "dbt_mxcp.list_endpoints")
+    declared = _declared_endpoints(it_project.path)
+    assert f"{len(declared)} endpoint(s) declared" in proc.stdout
+    assert "tool legacy_person_lookup (disabled) on model.dbt_mxcp_integration_tests.people_enriched" in proc.stdout
+    for kind, name in declared:
+        assert f"{kind} {name}" in proc.stdout
