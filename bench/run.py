@@ -201,7 +201,8 @@ def bench_registry_size(n: int, project_dir: Path, repeats: int, cold_runs: int)
     check = check_registry(registry, problems, n)
     del registry, problems
 
-    samples: dict[str, list[float]] = {"json_load_s": [], "manifest_s": [], "build_s": [], "whole_s": []}
+    samples: dict[str, list[float]] = {k: [] for k in ("json_load_s", "manifest_s", "build_s", "whole_s",
+                                                        "json_load_nogc_s", "build_nogc_s", "whole_nogc_s")}
     for _ in range(repeats):
         gc.collect()
         t0 = time.perf_counter()
@@ -219,6 +220,23 @@ def bench_registry_size(n: int, project_dir: Path, repeats: int, cold_runs: int)
         t0 = time.perf_counter()
         build_registry(load_manifest(target), project_dir)
         samples["whole_s"].append(time.perf_counter() - t0)
+        # Diagnostic: the same steps with the cyclic garbage collector off (what GC costs them).
+        gc.collect()
+        gc.disable()
+        try:
+            t0 = time.perf_counter()
+            data = read()
+            t1 = time.perf_counter()
+            manifest = Manifest(data)
+            t2 = time.perf_counter()
+            build_registry(manifest, project_dir)
+            t3 = time.perf_counter()
+        finally:
+            gc.enable()
+        samples["json_load_nogc_s"].append(t1 - t0)
+        samples["build_nogc_s"].append(t3 - t2)
+        samples["whole_nogc_s"].append(t3 - t0)
+        del data, manifest
     gc.collect()
 
     cold: dict[str, list[dict[str, Any]]] = {"split": [], "whole": []}
@@ -325,6 +343,12 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
              "met": w["build_s"] < REGISTRY_TARGET_S if big else None},
             {"metric": f"{prefix}: load_manifest + build_registry, warm", "value": w["whole_s"], "unit": "s",
              "target": target, "met": w["whole_s"] < REGISTRY_TARGET_S if big else None},
+            {"metric": f"{prefix}: json.load, warm, GC off (diagnostic)", "value": w["json_load_nogc_s"],
+             "unit": "s", "target": "", "met": None},
+            {"metric": f"{prefix}: build_registry, warm, GC off (diagnostic)", "value": w["build_nogc_s"],
+             "unit": "s", "target": "", "met": None},
+            {"metric": f"{prefix}: json.load + Manifest + build, warm, GC off (diagnostic)", "value":
+             w["whole_nogc_s"], "unit": "s", "target": "", "met": None},
             {"metric": f"{prefix}: json.load, cold", "value": c["json_load_s"], "unit": "s", "target": "",
              "met": None},
             {"metric": f"{prefix}: Manifest(data), cold", "value": c["manifest_s"], "unit": "s", "target": "",
@@ -386,7 +410,8 @@ def main() -> int:
         progress(f"registry: sizes {sizes}, {repeats} warm repeats, {cold_runs} cold runs")
         results["registry"] = bench_registry(sizes, repeats, cold_runs, workdir)
         if args.profile:
-            print(profile_build(workdir / f"synth_{max(sizes)}"))
+            results["profile_build_registry"] = profile_build(workdir / f"synth_{max(sizes)}")
+            print(results["profile_build_registry"])
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     results["elapsed_s"] = time.perf_counter() - started

@@ -6,17 +6,22 @@ cheap and must never raise: the dbt plugin is loaded only when dbt asks for ``pl
 
 from __future__ import annotations
 
-from typing import Any
+import os
 
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     # PEP 562: `plugins` is built on first access, which only dbt's plugin manager makes.
     if name == "plugins":
+        if os.environ.get("DBT_MXCP_PLUGIN", "").strip().lower() in ("0", "off", "false", "no"):
+            return []
         try:
             from .plugin import MxcpPlugin
-        except Exception:  # an incompatible dbt must not break every dbt command
+        except Exception as exc:  # an incompatible dbt must not break every dbt command
+            import sys
+
+            sys.stderr.write(f"dbt-mxcp: the dbt plugin is off: it cannot load with this dbt ({exc})\n")
             return []
         return [MxcpPlugin]
     raise AttributeError(f"module 'dbt_mxcp' has no attribute {name!r}")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from .errors import CallError
@@ -43,6 +45,8 @@ def run_query(cursor: Any, sql: str, params: Mapping[str, Any], limits: Limits) 
         cursor.execute(sql, dict(params))
         columns = [(d[0], str(d[1])) for d in cursor.description or []]
         names = [c[0] for c in columns]
+        # DuckDB hands JSON columns over as text; the result carries the JSON value itself.
+        decoders = [_decode_json if duck_type == "JSON" else to_json_value for _, duck_type in columns]
         rows: list[dict[str, Any]] = []
         size = 0
         truncated_by = None
@@ -54,7 +58,7 @@ def run_query(cursor: Any, sql: str, params: Mapping[str, Any], limits: Limits) 
                 if len(rows) == limits.max_rows:
                     truncated_by = "max_rows"
                     break
-                row = {name: to_json_value(v) for name, v in zip(names, values, strict=True)}
+                row = {name: decode(v) for name, decode, v in zip(names, decoders, values, strict=True)}
                 size += len(dumps(row)) + 1
                 if size > limits.max_bytes:
                     truncated_by = "max_bytes"
@@ -68,6 +72,15 @@ def run_query(cursor: Any, sql: str, params: Mapping[str, Any], limits: Limits) 
         raise CallError("execution", f"query failed: {_first_line(str(exc))}") from None
     finally:
         timer.cancel()
+
+
+def _decode_json(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value, parse_float=Decimal)
+        except json.JSONDecodeError:
+            return value
+    return to_json_value(value)
 
 
 def describe(cursor: Any, sql: str, params: Mapping[str, Any]) -> list[tuple[str, str]]:

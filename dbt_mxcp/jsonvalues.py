@@ -35,12 +35,17 @@ def to_json_value(value: Any) -> Any:
 
 
 def _duration(value: dt.timedelta) -> str:
-    seconds = value.total_seconds()
-    sign = "-" if seconds < 0 else ""
-    seconds = abs(seconds)
-    days, rest = divmod(seconds, 86400)
-    text = f"{sign}P{int(days)}DT{rest:g}S" if days else f"{sign}PT{rest:g}S"
-    return text
+    """An ISO 8601 duration with exact (microsecond) seconds, e.g. ``P1DT2H3M4.5S``."""
+    sign = "-" if value < dt.timedelta(0) else ""
+    value = abs(value)
+    hours, rest = divmod(value.seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    second_text = f"{seconds}.{value.microseconds:06d}".rstrip("0") if value.microseconds else str(seconds)
+    clock = "".join(f"{n}{unit}" for n, unit in ((hours, "H"), (minutes, "M")) if n)
+    if seconds or value.microseconds:
+        clock += f"{second_text}S"
+    text = (f"{value.days}D" if value.days else "") + (f"T{clock}" if clock else "")
+    return f"{sign}P{text or 'T0S'}"
 
 
 def dumps(value: Any, indent: int | None = None) -> str:

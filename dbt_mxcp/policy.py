@@ -65,7 +65,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
+        return float(value)  # one CEL type (double) for a DECIMAL column, whatever its digits
     if isinstance(value, dt.date | dt.time):
         return value.isoformat()
     return value

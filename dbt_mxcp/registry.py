@@ -17,7 +17,7 @@ from .endpoints import MxcpBlock, Parameter, PromptSpec, ResourceSpec, ToolSpec,
 from .errors import EndpointProblem
 from .manifest import Manifest, Node, RefError
 from .policy import CompiledRule, PolicySyntaxError, compile_rules
-from .sql import RenderContext, SqlError, find_parameters, model_backed_sql, table_function_sql
+from .sql import RenderContext, SqlError, find_parameters, model_backed_sql, single_statement, table_function_sql
 from .types import TypeDef, type_from_data_type
 from .uri import UriTemplate
 
@@ -87,6 +87,15 @@ class Registry:
 
     endpoints: tuple[Endpoint, ...]
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    _index: Mapping[tuple[str, str], Endpoint] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # First declaration wins on a (rejected) duplicate, as the build reports it.
+        index: dict[tuple[str, str], Endpoint] = {}
+        for e in self.endpoints:
+            if e.enabled:
+                index.setdefault((e.kind, e.name), e)
+        object.__setattr__(self, "_index", index)
 
     def all(self, kind: Kind | None = None, *, include_disabled: bool = False) -> Iterator[Endpoint]:
         """Endpoints of `kind` (all kinds when None); disabled ones only when asked."""
@@ -96,13 +105,16 @@ class Registry:
 
     def get(self, kind: Kind, name: str) -> Endpoint | None:
         """An enabled endpoint by kind and name (a resource by its URI template)."""
-        for e in self.all(kind):
-            if e.name == name:
-                return e
-        return None
+        return self._index.get((kind, name))
 
     def match_resource(self, uri: str) -> tuple[Endpoint, dict[str, str]] | None:
-        """The enabled resource whose URI template matches `uri`, with the URI's variables."""
+        """The enabled resource whose URI template matches `uri`, with the URI's variables.
+
+        A static URI wins over a template that also matches it.
+        """
+        static = self._index.get(("resource", uri))
+        if static is not None:
+            return static, {}
         for e in self.all("resource"):
             if e.uri_template is not None and (found := e.uri_template.match(uri)) is not None:
                 return e, found
@@ -306,6 +318,7 @@ class _NodeBuilder:
             relations = [node.unique_id]
             source_kind = "model"
         try:
+            sql = single_statement(sql)
             used = find_parameters(sql)
         except SqlError as exc:
             self.problems.add(node, label, str(exc))

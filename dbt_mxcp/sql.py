@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from .manifest import Manifest, Node
@@ -22,7 +22,7 @@ class SqlError(ValueError):
 def find_parameters(sql: str) -> list[str]:
     """The ``$name`` placeholders of `sql`, in order of first use, outside strings and comments."""
     names: list[str] = []
-    for segment in _code_segments(sql):
+    for segment in code_segments(sql):
         if re.search(r"\$\d", segment):
             raise SqlError("positional parameters ($1) are not supported: use named ones such as $customer_id")
         for name in _PARAM.findall(segment):
@@ -31,37 +31,87 @@ def find_parameters(sql: str) -> list[str]:
     return names
 
 
-def _code_segments(sql: str) -> Iterable[str]:
-    """The parts of `sql` that are code: quoted strings, quoted identifiers and comments left out."""
+def _spans(sql: str) -> Iterator[tuple[int, int, bool]]:
+    """(start, end, is_code) spans covering `sql`; strings, quoted identifiers and comments are not code.
+
+    Follows DuckDB's lexer: '' and "" escape quotes, E'..' strings take backslash escapes, block
+    comments nest, and $tag$..$tag$ quotes text.
+    """
     i, start, n = 0, 0, len(sql)
     while i < n:
         c = sql[i]
-        two = sql[i:i + 2]
         end = -1
         if c in ("'", '"'):
-            end = i + 1
-            while True:
-                end = sql.find(c, end)
-                if end == -1 or sql[end + 1:end + 2] != c:
+            escapes = c == "'" and i > 0 and sql[i - 1] in "eE" and (i < 2 or not (sql[i - 2].isalnum()
+                                                                                  or sql[i - 2] == "_"))
+            j = i + 1
+            while j < n:
+                if escapes and sql[j] == "\\":
+                    j += 2
+                    continue
+                if sql[j] == c:
+                    if sql[j + 1:j + 2] == c:
+                        j += 2
+                        continue
                     break
-                end += 2  # a doubled quote is an escaped quote
-            end = n if end == -1 else end + 1
-        elif two == "--":
+                j += 1
+            end = min(j + 1, n)
+        elif sql.startswith("--", i):
             end = sql.find("\n", i)
             end = n if end == -1 else end
-        elif two == "/*":
-            end = sql.find("*/", i + 2)
-            end = n if end == -1 else end + 2
-        elif c == "$" and (m := re.match(r"\$([A-Za-z_]\w*)?\$", sql[i:])) and not _PARAM.fullmatch(m.group(0)):
-            tag = m.group(0)
-            close = sql.find(tag, i + len(tag))
-            end = n if close == -1 else close + len(tag)
+        elif sql.startswith("/*", i):
+            depth, j = 1, i + 2
+            while j < n and depth:
+                if sql.startswith("/*", j):
+                    depth, j = depth + 1, j + 2
+                elif sql.startswith("*/", j):
+                    depth, j = depth - 1, j + 2
+                else:
+                    j += 1
+            end = j
+        elif c == "$" and (m := _DOLLAR_TAG.match(sql, i)):
+            close = sql.find(m.group(0), m.end())
+            end = n if close == -1 else close + len(m.group(0))
         if end != -1:
-            yield sql[start:i]
+            if i > start:
+                yield start, i, True
+            yield i, end, False
             i = start = end
         else:
             i += 1
-    yield sql[start:]
+    if start < n:
+        yield start, n, True
+
+
+_DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$")
+
+
+def code_segments(sql: str) -> Iterator[str]:
+    """The parts of `sql` that are code: quoted strings, quoted identifiers and comments left out."""
+    for start, end, is_code in _spans(sql):
+        if is_code:
+            yield sql[start:end]
+
+
+def single_statement(sql: str) -> str:
+    """`sql` without trailing semicolons; SqlError when it holds more than one statement."""
+    last_code = 0
+    semicolons: list[int] = []
+    for start, end, is_code in _spans(sql):
+        if not is_code:
+            last_code = max(last_code, end) if sql[start] in "'\"$" else last_code
+            continue
+        for offset, ch in enumerate(sql[start:end]):
+            if ch == ";":
+                semicolons.append(start + offset)
+            elif not ch.isspace():
+                last_code = start + offset + 1
+    if any(pos < last_code for pos in semicolons):
+        raise SqlError("the SQL holds more than one statement; an endpoint runs exactly one query")
+    if not last_code:
+        raise SqlError("the SQL is empty")
+    cut = min(semicolons) if semicolons else len(sql)
+    return sql[:cut].rstrip() if semicolons else sql
 
 
 class RenderContext:
@@ -97,8 +147,7 @@ class RenderContext:
             "target": self.target,
         }
         if host is not None and host.relation_name:
-            context["this"] = host.relation_name
-            used.append(host.unique_id)
+            context["this"] = _This(host, used)
         try:
             return env.from_string(text).render(context)
         except jinja2.UndefinedError as exc:
@@ -118,6 +167,36 @@ class RenderContext:
         if default is ...:
             raise SqlError(f"var('{name}') is not defined: set it under vars: in dbt_project.yml or with --vars")
         return default
+
+
+class _This:
+    """``{{ this }}``: the host node's relation, counted as read only where the SQL uses it."""
+
+    def __init__(self, host: Node, used: list[str]) -> None:
+        self._host = host
+        self._used = used
+
+    def _use(self) -> Node:
+        self._used.append(self._host.unique_id)
+        return self._host
+
+    def __str__(self) -> str:
+        return self._use().relation()
+
+    @property
+    def database(self) -> str:
+        return str(self._use().data.get("database") or "")
+
+    @property
+    def schema(self) -> str:
+        return str(self._use().data.get("schema") or "")
+
+    @property
+    def identifier(self) -> str:
+        node = self._use()
+        return str(node.data.get("alias") or node.data.get("identifier") or node.name)
+
+    name = identifier
 
 
 def _env_var(name: str, default: Any = ...) -> Any:
@@ -147,8 +226,5 @@ def table_function_sql(relation: str, parameters: list[str]) -> str:
 
 
 def as_subquery(sql: str) -> str:
-    """`sql` usable inside ``select * from (...)``: trailing semicolons dropped, comments closed."""
-    body = sql.strip()
-    while body.endswith(";"):
-        body = body[:-1].rstrip()
-    return f"select * from (\n{body}\n) as mxcp_q"
+    """`sql` usable inside ``select * from (...)``: trailing semicolons dropped, a last -- comment closed."""
+    return f"select * from (\n{single_statement(sql)}\n) as mxcp_q"

@@ -58,11 +58,11 @@ class TypeDef(BaseModel):
     min_length: int | None = _alias("min_length")
     max_length: int | None = _alias("max_length")
     pattern: str | None = None
-    minimum: float | None = None
-    maximum: float | None = None
-    exclusive_minimum: float | None = _alias("exclusive_minimum")
-    exclusive_maximum: float | None = _alias("exclusive_maximum")
-    multiple_of: float | None = _alias("multiple_of")
+    minimum: int | float | None = None
+    maximum: int | float | None = None
+    exclusive_minimum: int | float | None = _alias("exclusive_minimum")
+    exclusive_maximum: int | float | None = _alias("exclusive_maximum")
+    multiple_of: int | float | None = _alias("multiple_of")
     items: TypeDef | None = None
     min_items: int | None = _alias("min_items")
     max_items: int | None = _alias("max_items")
@@ -178,7 +178,9 @@ def type_from_data_type(data_type: str | None, *, description: str | None = None
     if text.endswith("[]") or listed:
         item = type_from_data_type(text[:-2] if text.endswith("[]") else listed.group(1))  # type: ignore[union-attr]
         return TypeDef(type="array", items=item, **common)
-    if text.startswith("struct") or text.startswith("map") or text in _JSON_TYPES:
+    if text in _JSON_TYPES:
+        return None  # a JSON column may hold any JSON value
+    if text.startswith(("struct", "map")):
         return TypeDef(type="object", **common)
     base = re.split(r"[\s(]", text, maxsplit=1)[0] if not text.startswith(("timestamp with", "time with")) else text
     if base in _DATA_TYPES:
@@ -189,6 +191,10 @@ def type_from_data_type(data_type: str | None, *, description: str | None = None
 
 # ---- checking values ---------------------------------------------------------------------------
 
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_TIME = re.compile(r"^\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})?$")
+_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}(?P<sep>[Tt ])\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?"
+                       r"(?P<offset>[Zz]|[+-]\d{2}:\d{2})?$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:[^\s]*$")
 _DURATION = re.compile(
@@ -212,14 +218,16 @@ def _check_format(fmt: str, value: str) -> bool:
     if fmt == "duration":
         return bool(_DURATION.match(value))
     if fmt == "date":
-        return len(value) == 10 and _iso(dt.date.fromisoformat, value) is not None
+        return bool(_DATE.match(value)) and _iso(dt.date.fromisoformat, value) is not None
     if fmt == "time":
-        return _iso(dt.time.fromisoformat, value) is not None
-    parsed = _iso(dt.datetime.fromisoformat, value) if "T" in value else None
-    if parsed is None:
+        return bool(_TIME.match(value)) and _iso(dt.time.fromisoformat, value.replace("Z", "+00:00")) is not None
+    m = _DATETIME.match(value)
+    if m is None or _iso(dt.datetime.fromisoformat, value.replace("Z", "+00:00")) is None:
         return False
-    # date-time is RFC 3339: an offset is required; timestamp is a local ISO 8601 timestamp.
-    return parsed.tzinfo is not None if fmt == "date-time" else True
+    # date-time is RFC 3339 (a 'T' and an offset); timestamp is a local ISO 8601 timestamp.
+    if fmt == "date-time":
+        return m.group("sep") in "Tt" and m.group("offset") is not None
+    return True
 
 
 def _format_checker() -> Any:
@@ -298,9 +306,9 @@ def to_bind_value(t: TypeDef | None, value: Any) -> Any:
         if t.format == "date":
             return dt.date.fromisoformat(value)
         if t.format in ("date-time", "timestamp"):
-            return dt.datetime.fromisoformat(value)
+            return dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
         if t.format == "time":
-            return dt.time.fromisoformat(value)
+            return dt.time.fromisoformat(value.replace("Z", "+00:00"))
     if t.type == "array" and isinstance(value, list):
         return [to_bind_value(t.items, v) for v in value]
     if t.type == "object" and isinstance(value, dict) and t.properties:

@@ -23,8 +23,7 @@ def make_user(raw: Mapping[str, Any] | None = None) -> dict[str, Any]:
         "groups": list(raw.pop("groups", None) or []),
         "scopes": list(raw.pop("scopes", None) or []),
     }
-    claims.update(raw)
-    user["claims"] = claims
+    user["claims"] = {**raw, **claims}  # explicit claims win over stray top-level keys
     return user
 
 

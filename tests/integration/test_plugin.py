@@ -99,6 +99,11 @@ def test_bad_blocks_fail_dbt_parse_naming_file_node_and_endpoint(fresh_it_projec
         assert lines, f"no error line for {endpoint} in:\n{out}"
         assert fragment in lines[0], lines[0]
     assert not (fresh_it_project.path / "target" / "mxcp_registry.json").exists()
+    # dbt wrote manifest.json before the plugin failed: validate reports the same problems.
+    proc = fresh_it_project.mxcp("validate", "--no-warehouse", check=False)
+    assert proc.returncode == 1
+    for endpoint, fragment in expected.items():
+        assert f"{where}: {endpoint}: " in proc.stdout and fragment in proc.stdout
 
 
 def test_prompt_parameter_eaten_by_dbt_render_fails_parse(fresh_it_project: Project) -> None:
@@ -154,3 +159,10 @@ def test_list_endpoints_macro_works_from_dbt_alone(it_project: Project) -> None:
     assert "tool legacy_person_lookup (disabled) on model.dbt_mxcp_integration_tests.people_enriched" in proc.stdout
     for kind, name in declared:
         assert f"{kind} {name}" in proc.stdout
+
+
+def test_plugin_can_be_switched_off(fresh_it_project: Project) -> None:
+    proc = run(["dbt", "parse", "--profiles-dir", "."], fresh_it_project.path, extra_env={"DBT_MXCP_PLUGIN": "off"})
+    assert proc.returncode == 0
+    assert (fresh_it_project.path / "target" / "manifest.json").exists()
+    assert not (fresh_it_project.path / "target" / "mxcp_registry.json").exists()

@@ -169,7 +169,7 @@ def test_output_rule_that_cannot_be_evaluated_denies_instead_of_leaving_fields_u
 # ---- output rules ------------------------------------------------------------------------------
 
 
-def ROWS() -> list[dict[str, Any]]:  # noqa: N802 - a fresh copy each call
+def _rows() -> list[dict[str, Any]]:
     return [
         {"id": 1, "email": "alice@x.io", "ssn": "111", "address": {"city": "Paris", "zip": "75001"}},
         {"id": 2, "email": "bob@x.io", "ssn": "222", "address": {"city": "Lyon", "zip": "69001"}},
@@ -183,7 +183,7 @@ def _output(rules: list[PolicyRule], result: Any, user: dict[str, Any] = SUPPORT
 
 
 def test_mask_fields_replaces_values_and_keeps_the_field() -> None:
-    out = _output([rule("user.role != 'admin'", "mask_fields", fields=["email"])], ROWS())
+    out = _output([rule("user.role != 'admin'", "mask_fields", fields=["email"])], _rows())
     assert out == [
         {"id": 1, "email": "****", "ssn": "111", "address": {"city": "Paris", "zip": "75001"}},
         {"id": 2, "email": "****", "ssn": "222", "address": {"city": "Lyon", "zip": "69001"}},
@@ -191,12 +191,12 @@ def test_mask_fields_replaces_values_and_keeps_the_field() -> None:
 
 
 def test_output_rule_not_matching_leaves_the_result() -> None:
-    out = _output([rule("user.role != 'admin'", "mask_fields", fields=["email"])], ROWS(), user=ADMIN)
-    assert out == ROWS()
+    out = _output([rule("user.role != 'admin'", "mask_fields", fields=["email"])], _rows(), user=ADMIN)
+    assert out == _rows()
 
 
 def test_filter_fields_drops_the_field() -> None:
-    out = _output([rule("true", "filter_fields", fields=["ssn", "email"])], ROWS())
+    out = _output([rule("true", "filter_fields", fields=["ssn", "email"])], _rows())
     assert out == [
         {"id": 1, "address": {"city": "Paris", "zip": "75001"}},
         {"id": 2, "address": {"city": "Lyon", "zip": "69001"}},
@@ -204,9 +204,9 @@ def test_filter_fields_drops_the_field() -> None:
 
 
 def test_nested_paths() -> None:
-    masked = _output([rule("true", "mask_fields", fields=["address.city"])], ROWS())
+    masked = _output([rule("true", "mask_fields", fields=["address.city"])], _rows())
     assert [r["address"] for r in masked] == [{"city": "****", "zip": "75001"}, {"city": "****", "zip": "69001"}]
-    filtered = _output([rule("true", "filter_fields", fields=["address.zip"])], ROWS())
+    filtered = _output([rule("true", "filter_fields", fields=["address.zip"])], _rows())
     assert [r["address"] for r in filtered] == [{"city": "Paris"}, {"city": "Lyon"}]
 
 
@@ -233,7 +233,7 @@ def test_null_value_is_masked_too() -> None:
 
 
 def test_filter_sensitive_fields_uses_the_sensitive_paths() -> None:
-    out = _output([rule("user.role != 'admin'", "filter_sensitive_fields")], ROWS(),
+    out = _output([rule("user.role != 'admin'", "filter_sensitive_fields")], _rows(),
                   sensitive=["ssn", "address.zip"])
     assert out == [
         {"id": 1, "email": "alice@x.io", "address": {"city": "Paris"}},
@@ -250,10 +250,10 @@ def test_rules_apply_in_order() -> None:
 def test_output_deny_rule_sees_the_response() -> None:
     rules = [rule("size(response) > 1", reason="too many rows")]
     with pytest.raises(CallError) as info:
-        _output(rules, ROWS())
+        _output(rules, _rows())
     assert info.value.kind == "denied"
     assert str(info.value) == "too many rows"
-    assert _output(rules, ROWS()[:1]) == ROWS()[:1]
+    assert _output(rules, _rows()[:1]) == _rows()[:1]
 
 
 def test_output_rule_reads_response_fields() -> None:
@@ -264,7 +264,7 @@ def test_output_rule_reads_response_fields() -> None:
 
 
 def test_the_input_result_is_not_mutated() -> None:
-    rows = ROWS()
+    rows = _rows()
     before = copy.deepcopy(rows)
     _output([rule("true", "mask_fields", fields=["email", "address.city"]),
              rule("true", "filter_fields", fields=["ssn"]),
@@ -276,7 +276,7 @@ def test_output_decisions_recorded() -> None:
     compiled = compile_rules([rule("false", "mask_fields", fields=["email"]),
                               rule("true", "filter_fields", fields=["ssn"])], "output")
     decisions: list[Decision] = []
-    apply_output(compiled, activation(SUPPORT, {}, ROWS(), with_response=True), ROWS(), [], decisions)
+    apply_output(compiled, activation(SUPPORT, {}, _rows(), with_response=True), _rows(), [], decisions)
     assert [(d.phase, d.index, d.action, d.matched) for d in decisions] == [
         ("output", 0, "mask_fields", False),
         ("output", 1, "filter_fields", True),

@@ -8,7 +8,15 @@ import duckdb
 import pytest
 
 from dbt_mxcp.manifest import Manifest, RefError
-from dbt_mxcp.sql import RenderContext, SqlError, as_subquery, find_parameters, model_backed_sql, table_function_sql
+from dbt_mxcp.sql import (
+    RenderContext,
+    SqlError,
+    as_subquery,
+    find_parameters,
+    model_backed_sql,
+    single_statement,
+    table_function_sql,
+)
 
 # ---- find_parameters ---------------------------------------------------------------------------
 
@@ -328,3 +336,32 @@ def test_as_subquery_keeps_parameters_bindable() -> None:
     wrapped = as_subquery("select $a + 1 as x;")
     assert find_parameters(wrapped) == ["a"]
     assert con.execute(wrapped, {"a": 41}).fetchall() == [(42,)]
+
+
+def test_host_is_a_read_relation_only_where_this_is_used(ctx: RenderContext) -> None:
+    host = ctx.manifest.node("model.shop.customers")
+    used: list[str] = []
+    ctx.render("select * from {{ ref('helper') }}", host, used)
+    assert used == ["model.crm_pkg.helper"]
+    assert ctx.render("{{ this.identifier }}", host, used) == "customers"
+    assert used[-1] == "model.shop.customers"
+
+
+@pytest.mark.parametrize("sql", ["select 1; select 2", "select 1;\nselect $x; -- two"])
+def test_several_statements_are_refused(sql: str) -> None:
+    with pytest.raises(SqlError, match="more than one statement"):
+        single_statement(sql)
+
+
+@pytest.mark.parametrize(("sql", "kept"), [
+    ("select ';' as s;", "select ';' as s"),
+    ("select 1 /* ; */", "select 1 /* ; */"),
+    ("select $$a;b$$ as s ; ;", "select $$a;b$$ as s"),
+])
+def test_single_statement_keeps_semicolons_in_strings_and_comments(sql: str, kept: str) -> None:
+    assert single_statement(sql) == kept
+
+
+def test_empty_sql_is_refused() -> None:
+    with pytest.raises(SqlError, match="empty"):
+        single_statement("  -- nothing\n ; ")
