@@ -1,6 +1,6 @@
 """dbt-mxcp benchmarks: import cost and registry build from large manifests.
 
-    python bench/run.py            # full run (about two minutes on 2 cores)
+    python bench/run.py            # full run (about 90 s on 2 cores)
     python bench/run.py --quick    # fewer repeats, same sizes
     python bench/run.py --profile  # also print a cProfile of build_registry on the largest manifest
 
@@ -267,6 +267,7 @@ def bench_registry_size(n: int, project_dir: Path, repeats: int, cold_runs: int)
             "whole_s": cold_median("whole", "total_s"),
             "process_wall_s": cold_median("whole", "process_wall_s"),
             "rss_after_import_mb": cold_median("whole", "rss_after_import_kb") / 1024,
+            "ru_maxrss_mb": cold_median("whole", "ru_maxrss_kb") / 1024,
             "peak_rss_mb": cold_median("whole", "peak_rss_kb") / 1024,
         },
         "cold_samples": cold,
@@ -349,6 +350,8 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
              "unit": "s", "target": "", "met": None},
             {"metric": f"{prefix}: json.load + Manifest + build, warm, GC off (diagnostic)", "value":
              w["whole_nogc_s"], "unit": "s", "target": "", "met": None},
+            {"metric": f"{prefix}: import manifest + registry modules, cold", "value": c["import_s"], "unit": "s",
+             "target": "", "met": None},
             {"metric": f"{prefix}: json.load, cold", "value": c["json_load_s"], "unit": "s", "target": "",
              "met": None},
             {"metric": f"{prefix}: Manifest(data), cold", "value": c["manifest_s"], "unit": "s", "target": "",
@@ -359,8 +362,8 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
              "target": target, "met": c["whole_s"] < REGISTRY_TARGET_S if big else None},
             {"metric": f"{prefix}: cold process, start to exit", "value": c["process_wall_s"], "unit": "s",
              "target": "", "met": None},
-            {"metric": f"{prefix}: peak RSS, cold process", "value": c["peak_rss_mb"], "unit": "MB", "target": "",
-             "met": None},
+            {"metric": f"{prefix}: peak RSS (VmHWM), cold process", "value": c["peak_rss_mb"], "unit": "MB",
+             "target": "", "met": None},
             {"metric": f"{prefix}: registry correct (endpoints, 0 problems)", "value":
              f"{r['check']['got']['endpoints']} endpoints, {r['check']['problem_count']} problems", "unit": "",
              "target": "all, 0", "met": r["check"]["ok"]},

@@ -20,6 +20,7 @@ from pydantic import (
 
 from .types import TypeDef
 
+RESERVED_PARAMETER_NAMES = ("user", "response")
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 ACTIONS = ("deny", "filter_fields", "filter_sensitive_fields", "mask_fields")
 ASSERTIONS = ("result", "result_contains", "result_not_contains", "result_contains_item",
@@ -45,6 +46,9 @@ class Parameter(TypeDef):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
+        if v in RESERVED_PARAMETER_NAMES:
+            raise ValueError(f"parameter name {v!r} is reserved: policies see the caller as `user` and the result "
+                             "as `response`")
         return _check_name(v, "parameter name")
 
     @field_validator("bind")

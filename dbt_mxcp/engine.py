@@ -38,7 +38,13 @@ def run_query(cursor: Any, sql: str, params: Mapping[str, Any], limits: Limits) 
     """Execute `sql` with `params` bound; stop at the row or byte cap; interrupt past the deadline."""
     import duckdb
 
-    timer = threading.Timer(limits.timeout, cursor.interrupt)
+    expired = threading.Event()
+
+    def interrupt() -> None:
+        expired.set()
+        cursor.interrupt()
+
+    timer = threading.Timer(limits.timeout, interrupt)
     timer.daemon = True
     timer.start()
     try:
@@ -65,10 +71,10 @@ def run_query(cursor: Any, sql: str, params: Mapping[str, Any], limits: Limits) 
                     break
                 rows.append(row)
         return QueryResult(columns, rows, truncated_by is not None, truncated_by)
-    except duckdb.InterruptException:
-        raise CallError("timeout", f"the query ran past its {limits.timeout:g} s deadline and was interrupted; "
-                                   "narrow it with more specific arguments") from None
     except duckdb.Error as exc:
+        if expired.is_set() or isinstance(exc, duckdb.InterruptException):
+            raise CallError("timeout", f"the query ran past its {limits.timeout:g} s deadline and was "
+                                       "interrupted; narrow it with more specific arguments") from None
         raise CallError("execution", f"query failed: {_first_line(str(exc))}") from None
     finally:
         timer.cancel()

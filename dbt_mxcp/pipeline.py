@@ -45,6 +45,10 @@ class _Checkers:
         return SchemaChecker(self.endpoint.input_schema())
 
     @cached_property
+    def bound(self) -> dict[str, SchemaChecker]:
+        return {p.name: SchemaChecker(p.json_schema()) for p in self.endpoint.parameters if p.bind is not None}
+
+    @cached_property
     def result(self) -> SchemaChecker | None:
         schema = self.endpoint.return_schema()
         return SchemaChecker(schema) if schema is not None else None
@@ -143,6 +147,10 @@ class Pipeline:
             except MissingClaim:
                 raise CallError("denied", f"this {endpoint.kind} needs {p.bind} from the caller's identity, "
                                           "which is missing") from None
+            problems = checkers.bound[p.name].problems(args[p.name])
+            if problems:
+                raise CallError("denied", f"the caller's {p.bind} does not fit parameter '{p.name}': "
+                                          + "; ".join(problems))
         return args
 
     def _limits(self, endpoint: Endpoint) -> Limits:
@@ -166,24 +174,32 @@ class Pipeline:
 
 
 def shape(endpoint: Endpoint, result: QueryResult) -> Any:
-    """Rows shaped by the return type: array → rows, object → the one row, scalar → its one value."""
+    """Rows shaped by the return type: array → rows (or their one value each, for scalar items),
+    object → the one row, scalar → its one value."""
     t = endpoint.return_type
     kind = t.type if t is not None else "array"
     if kind == "array":
-        return result.rows
-    if len(result.rows) == 0 and not result.truncated:
+        items = t.items if t is not None else None
+        if items is None or items.type == "object":
+            return result.rows
+        return [_only_value(endpoint, row, items.type) for row in result.rows]
+    if result.truncated_by == "max_bytes":
+        raise CallError("invalid_result", f"the {endpoint.kind}'s single {kind} is larger than the byte cap")
+    if len(result.rows) == 0:
         if endpoint.kind == "resource":
             raise CallError("not_found", "resource not found: no row found")
         raise CallError("no_row", "no row found")
-    if len(result.rows) != 1 or result.truncated:
+    if len(result.rows) != 1:
         raise CallError("invalid_result", f"the {endpoint.kind} returns a single {kind} but the query returned more "
                                           "than one row")
     row = result.rows[0]
-    if kind == "object":
-        return row
+    return row if kind == "object" else _only_value(endpoint, row, kind)
+
+
+def _only_value(endpoint: Endpoint, row: dict[str, Any], kind: str) -> Any:
     if len(row) != 1:
-        raise CallError("invalid_result", f"the {endpoint.kind} returns a single {kind} but the query returned "
-                                          f"{len(row)} columns ({', '.join(row)})")
+        raise CallError("invalid_result", f"the {endpoint.kind} returns a {kind} per row, so the query must return "
+                                          f"one column; it returned {len(row)} ({', '.join(row)})")
     return next(iter(row.values()))
 
 

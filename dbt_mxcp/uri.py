@@ -6,7 +6,7 @@ import re
 from urllib.parse import quote, unquote
 
 _VAR = re.compile(r"\{([^{}]*)\}")
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
 class UriTemplate:
@@ -23,7 +23,7 @@ class UriTemplate:
             name = m.group(1)
             if not _NAME.match(name):
                 raise ValueError(f"uri variable {{{name}}} in {template!r} must be a plain name "
-                                 "(letters, digits, _); only simple {var} expansion is supported")
+                                 "(a letter, then letters, digits, _); only simple {var} expansion is supported")
             if name in self.variables:
                 raise ValueError(f"uri variable {{{name}}} appears twice in {template!r}")
             self.variables.append(name)

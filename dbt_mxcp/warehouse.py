@@ -70,7 +70,8 @@ class Warehouse:
             # DuckDB names the catalog after the file; the manifest's relation names use `database`.
             raise WarehouseError(f"warehouse file {cfg.path} opens as catalog {Path(cfg.path).stem!r}, but the "
                                  f"profile's database is {cfg.database!r}: make them match")
-        config = {"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"}
+        config: dict[str, str | bool | int | float | list[str]] = {
+            "autoinstall_known_extensions": "false", "autoload_known_extensions": "false"}
         if not cfg.attach:
             config["enable_external_access"] = "false"
         conn = self._connect(cfg.path, config)
@@ -90,7 +91,7 @@ class Warehouse:
             raise WarehouseError(f"cannot prepare warehouse {cfg.path}: {exc}") from None
         return conn
 
-    def _connect(self, path: str, config: dict[str, str]) -> Any:
+    def _connect(self, path: str, config: dict[str, str | bool | int | float | list[str]]) -> Any:
         """Open `path` read-only, waiting up to lock_wait for a dbt process that holds the write lock."""
         import duckdb
 

@@ -27,7 +27,7 @@ def dbt_flags(func: F) -> F:
         click.option("--profile", envvar="DBT_PROFILE", help="Profile to use instead of the project's."),
         click.option("--target", "-t", envvar="DBT_TARGET", help="Profile target to use."),
         click.option("--target-path", envvar="DBT_TARGET_PATH", help="Where dbt wrote its artifacts."),
-        click.option("--vars", "vars_", envvar="DBT_VARS", help="YAML/JSON mapping of dbt vars."),
+        click.option("--vars", "vars_", help="YAML/JSON mapping of dbt vars, as for dbt."),
     ]
 
     @functools.wraps(func)
