@@ -4,7 +4,7 @@ Each mode prints one JSON object on stdout and nothing else.
 
     _child.py plugins          in a process that already imported dbt: import dbt_mxcp, then dbt_mxcp.plugins
     _child.py cold split DIR   first json.load / Manifest / build_registry of DIR/target/manifest.json
-    _child.py cold whole DIR   first load_manifest + build_registry of DIR/target/manifest.json
+    _child.py cold whole DIR   first read_registry (load + build) of DIR/target/manifest.json
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def cold(how: str, project_dir: str) -> dict[str, object]:
 
     start_rss = _peak_rss_kb()
     t0 = time.perf_counter()
-    from dbt_mxcp.manifest import Manifest, load_manifest
+    from dbt_mxcp.manifest import Manifest
     from dbt_mxcp.registry import build_registry
 
     out: dict[str, object] = {"import_s": time.perf_counter() - t0, "rss_after_import_kb": _peak_rss_kb(),
@@ -96,12 +96,11 @@ def cold(how: str, project_dir: str) -> dict[str, object]:
         t3 = time.perf_counter()
         out.update(json_load_s=t1 - t0, manifest_s=t2 - t1, build_s=t3 - t2, total_s=t3 - t0)
     else:
+        from dbt_mxcp.load import read_registry
+
         t0 = time.perf_counter()
-        manifest = load_manifest(target)
-        t1 = time.perf_counter()
-        registry, problems = build_registry(manifest, project)
-        t2 = time.perf_counter()
-        out.update(load_manifest_s=t1 - t0, build_s=t2 - t1, total_s=t2 - t0)
+        _, registry, problems = read_registry(target, project)
+        out.update(total_s=time.perf_counter() - t0)
     out.update(endpoints=len(registry.endpoints), problems=len(problems), peak_rss_kb=_peak_rss_kb(),
                ru_maxrss_kb=_ru_maxrss_kb())
     return out

@@ -92,8 +92,8 @@ class PolicyRule(_Strict):
 class Policies(_Strict):
     """Input rules (before execution) and output rules (on the result)."""
 
-    input: list[PolicyRule] = []
-    output: list[PolicyRule] = []
+    input: list[PolicyRule] = Field(default_factory=list)
+    output: list[PolicyRule] = Field(default_factory=list)
 
     @field_validator("input")
     @classmethod
@@ -141,11 +141,11 @@ class EndpointTest(_Strict):
 
 class _Endpoint(_Strict):
     description: str | None = None
-    parameters: list[Parameter] = []
+    parameters: list[Parameter] = Field(default_factory=list)
     return_: TypeDef | None = Field(default=None, alias="return")
     source: Source | None = None
-    policies: Policies = Policies()
-    tests: list[EndpointTest] = []
+    policies: Policies = Field(default_factory=Policies)
+    tests: list[EndpointTest] = Field(default_factory=list)
     enabled: bool = True
     max_rows: int | None = Field(default=None, ge=1)
     max_bytes: int | None = Field(default=None, ge=1)
@@ -180,7 +180,7 @@ class ToolSpec(_Endpoint):
     name: str
     title: str | None = None
     annotations: Annotations | None = None
-    tags: list[str] = []
+    tags: list[str] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod
@@ -232,9 +232,9 @@ class PromptSpec(_Strict):
 class MxcpBlock(_Strict):
     """The whole ``config.meta.mxcp`` block of one node. Column blocks use `sensitive` only."""
 
-    tools: list[dict[str, Any]] = []
-    resources: list[dict[str, Any]] = []
-    prompts: list[dict[str, Any]] = []
+    tools: list[dict[str, Any]] = Field(default_factory=list)
+    resources: list[dict[str, Any]] = Field(default_factory=list)
+    prompts: list[dict[str, Any]] = Field(default_factory=list)
 
 
 def format_validation_error(exc: ValidationError) -> str:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .artifact import read_artifact
 from .errors import ConfigError, EndpointProblem
-from .manifest import Manifest, load_manifest
+from .manifest import Manifest, load_manifest, paused_gc
 from .project import Flags, Project, WarehouseConfig, load_project, load_warehouse_config
 from .registry import Registry, build_registry
 
@@ -31,10 +33,20 @@ class Loaded:
         return self.warehouse
 
 
+def read_registry(target_path: Path, project_dir: Path, *, variables: Mapping[str, Any] | None = None,
+                  target: Mapping[str, Any] | None = None, compiled: Mapping[str, str] | None = None,
+                  ) -> tuple[Manifest, Registry, list[EndpointProblem]]:
+    """manifest.json → registry, with the garbage collector paused from parse to build (see paused_gc)."""
+    with paused_gc():
+        manifest = load_manifest(target_path)
+        registry, problems = build_registry(manifest, project_dir, variables=variables, target=target,
+                                            compiled=compiled)
+    return manifest, registry, problems
+
+
 def load(flags: Flags) -> Loaded:
     """Read dbt_project.yml, profiles.yml and the target path's artifacts, and build the registry."""
     project = load_project(flags)
-    manifest = load_manifest(project.target_path)
     artifact = read_artifact(project.target_path)
     recorded = (artifact or {}).get("warehouse")
     warehouse: WarehouseConfig | None = None
@@ -46,6 +58,7 @@ def load(flags: Flags) -> Loaded:
         # `list` works without a profile; commands that query the warehouse report this error.
         warehouse_error = exc
         target = {k: recorded.get(k) for k in ("database", "schema", "path")} if recorded else {}
-    registry, problems = build_registry(manifest, project.project_dir, variables=project.variables, target=target,
-                                        compiled=(artifact or {}).get("compiled") or {})
+    manifest, registry, problems = read_registry(project.target_path, project.project_dir,
+                                                 variables=project.variables, target=target,
+                                                 compiled=(artifact or {}).get("compiled") or {})
     return Loaded(project, manifest, artifact, warehouse, warehouse_error, registry, problems)

@@ -32,6 +32,8 @@ class CompiledRule:
 
 def compile_rules(rules: Sequence[PolicyRule], phase: str) -> tuple[CompiledRule, ...]:
     """Compile each rule's condition; a syntax error names the phase, the rule's index and the spot."""
+    if not rules:
+        return ()
     import celpy
 
     env = celpy.Environment()

@@ -6,8 +6,9 @@ problem (file, node, endpoint, message) instead of stopping at the first.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,7 +16,7 @@ from pydantic import ValidationError
 
 from .endpoints import MxcpBlock, Parameter, PromptSpec, ResourceSpec, ToolSpec, format_validation_error
 from .errors import EndpointProblem
-from .manifest import Manifest, Node, RefError
+from .manifest import Manifest, Node, RefError, column_mxcp, column_sensitive, paused_gc
 from .policy import CompiledRule, PolicySyntaxError, compile_rules
 from .sql import RenderContext, SqlError, find_parameters, model_backed_sql, single_statement, table_function_sql
 from .types import TypeDef, type_from_data_type
@@ -39,13 +40,32 @@ class Endpoint:
     source_kind: str  # model | table_function | file | code | analysis | prompt
     sql: str | None
     parameters: tuple[Parameter, ...]
-    return_type: TypeDef | None
+    declared_return: TypeDef | None
     relations: tuple[str, ...]
-    sensitive_paths: tuple[str, ...]
     input_rules: tuple[CompiledRule, ...] = field(default=(), repr=False)
     output_rules: tuple[CompiledRule, ...] = field(default=(), repr=False)
     sql_file: str | None = None
     uri_template: UriTemplate | None = field(default=None, repr=False, compare=False)
+    # Derives (return type, sensitive paths) from dbt's columns on first use: building a registry
+    # of thousands of endpoints should not pay for types nobody has asked for yet.
+    derive: Callable[[], tuple[TypeDef | None, tuple[str, ...]]] | None = field(default=None, repr=False,
+                                                                                 compare=False)
+
+    @cached_property
+    def _derived(self) -> tuple[TypeDef | None, tuple[str, ...]]:
+        if self.derive is None:
+            return self.declared_return, ()
+        return self.derive()
+
+    @property
+    def return_type(self) -> TypeDef | None:
+        """The declared return type, completed (or derived) from the host node's dbt columns."""
+        return self._derived[0]
+
+    @property
+    def sensitive_paths(self) -> tuple[str, ...]:
+        """Fields that `filter_sensitive_fields` drops: from the types and from column meta."""
+        return self._derived[1]
 
     @property
     def enabled(self) -> bool:
@@ -137,8 +157,14 @@ def build_registry(manifest: Manifest, project_dir: Path, *, variables: Mapping[
     `compiled` maps analysis unique_ids to their compiled SQL (dbt-mxcp's dbt plugin compiles
     them, since `dbt build` does not).
     """
+    with paused_gc():
+        return _build(manifest, project_dir, variables or {}, target or {}, compiled or {})
+
+
+def _build(manifest: Manifest, project_dir: Path, variables: Mapping[str, Any], target: Mapping[str, Any],
+           compiled: Mapping[str, str]) -> tuple[Registry, list[EndpointProblem]]:
     problems = _Problems()
-    context = RenderContext(manifest, variables or {}, target or {})
+    context = RenderContext(manifest, variables, target)
     endpoints: list[Endpoint] = []
     for node in manifest.hosts():
         _check_columns(node, problems)
@@ -150,7 +176,7 @@ def build_registry(manifest: Manifest, project_dir: Path, *, variables: Mapping[
         except ValidationError as exc:
             problems.add(node, "", f"config.meta.mxcp: {format_validation_error(exc)}")
             continue
-        builder = _NodeBuilder(manifest, node, project_dir, context, compiled or {}, problems)
+        builder = _NodeBuilder(manifest, node, project_dir, context, compiled, problems)
         for kind, items, model in (("tool", parsed.tools, ToolSpec), ("resource", parsed.resources, ResourceSpec),
                                    ("prompt", parsed.prompts, PromptSpec)):
             for i, raw in enumerate(items):
@@ -172,8 +198,7 @@ def build_registry(manifest: Manifest, project_dir: Path, *, variables: Mapping[
 
 def _check_columns(node: Node, problems: _Problems) -> None:
     for name, col in node.columns.items():
-        meta = (col.get("config") or {}).get("meta") or col.get("meta") or {}
-        block = meta.get("mxcp")
+        block = column_mxcp(col)
         if block is None:
             continue
         if not isinstance(block, dict) or set(block) - {"sensitive"} or not isinstance(block.get("sensitive",
@@ -241,13 +266,17 @@ class _NodeBuilder:
         if resolved is None:
             return None
         sql, source_kind, relations, sql_file = resolved
-        return_type = self._return_type(spec.return_, source_kind)
+        declared = spec.return_
+
+        def derive() -> tuple[TypeDef | None, tuple[str, ...]]:
+            return_type = self._return_type(declared, source_kind)
+            return return_type, self._sensitive_paths(return_type, relations)
+
         return Endpoint(
             kind=kind, name=name, spec=spec, node_id=node.unique_id, node_type=node.resource_type,
             yml_path=node.yml_path, source_kind=source_kind, sql=sql, parameters=tuple(parameters),
-            return_type=return_type, relations=tuple(dict.fromkeys(relations)),
-            sensitive_paths=self._sensitive_paths(return_type, relations), input_rules=input_rules,
-            output_rules=output_rules, sql_file=sql_file, uri_template=template,
+            declared_return=declared, relations=tuple(dict.fromkeys(relations)), input_rules=input_rules,
+            output_rules=output_rules, sql_file=sql_file, uri_template=template, derive=derive,
         )
 
     # -- SQL -------------------------------------------------------------------------------------
@@ -317,6 +346,8 @@ class _NodeBuilder:
             sql = model_backed_sql(node.relation(), [p for p in declared if p])
             relations = [node.unique_id]
             source_kind = "model"
+        if source_kind in ("model", "table_function"):
+            return sql, source_kind, relations, sql_file  # generated here: its $params are the declared ones
         try:
             sql = single_statement(sql)
             used = find_parameters(sql)
@@ -348,10 +379,9 @@ class _NodeBuilder:
     def _columns_type(self) -> TypeDef | None:
         properties = {}
         for name, col in self.node.columns.items():
-            meta = ((col.get("config") or {}).get("meta") or col.get("meta") or {}).get("mxcp") or {}
             t = type_from_data_type(col.get("data_type"), description=col.get("description") or None,
                                     nullable=not self.manifest.column_not_null(self.node, name),
-                                    sensitive=bool(isinstance(meta, dict) and meta.get("sensitive")))
+                                    sensitive=column_sensitive(col))
             if t is not None:
                 properties[name] = t
         if not properties:
@@ -376,8 +406,7 @@ class _NodeBuilder:
         for uid in relations:
             rel = self.manifest.node(uid)
             for name, col in (rel.columns if rel else {}).items():
-                meta = ((col.get("config") or {}).get("meta") or col.get("meta") or {}).get("mxcp") or {}
-                if isinstance(meta, dict) and meta.get("sensitive") and name not in paths:
+                if column_sensitive(col) and name not in paths:
                     paths.append(name)
         return tuple(paths)
 
@@ -407,5 +436,4 @@ class _NodeBuilder:
             return None
         return Endpoint(kind="prompt", name=spec.name, spec=spec, node_id=self.node.unique_id,
                         node_type=self.node.resource_type, yml_path=self.node.yml_path, source_kind="prompt",
-                        sql=None, parameters=tuple(spec.parameters), return_type=None, relations=(),
-                        sensitive_paths=())
+                        sql=None, parameters=tuple(spec.parameters), declared_return=None, relations=())

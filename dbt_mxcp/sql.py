@@ -121,13 +121,17 @@ class RenderContext:
         self.manifest = manifest
         self.variables = variables
         self.target = dict(target)
+        self._env: Any = None
 
     def render(self, text: str, host: Node | None, used: list[str]) -> str:
         """Render dbt Jinja in `text`; node ids of the relations it reads are appended to `used`."""
         import jinja2
-        from jinja2.sandbox import SandboxedEnvironment
 
-        env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+        if self._env is None:
+            from jinja2.sandbox import SandboxedEnvironment
+
+            self._env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+        env = self._env
 
         def ref(*args: str, **kwargs: Any) -> str:
             node = self.manifest.resolve_ref(*args, version=kwargs.get("version", kwargs.get("v")))
@@ -149,7 +153,8 @@ class RenderContext:
         if host is not None and host.relation_name:
             context["this"] = _This(host, used)
         try:
-            return env.from_string(text).render(context)
+            simple = _render_simple(text, context)
+            return simple if simple is not None else str(env.from_string(text).render(context))
         except jinja2.UndefinedError as exc:
             if "'this'" in str(exc):
                 raise SqlError("{{ this }} names the host node's relation; this node has none") from None
@@ -167,6 +172,41 @@ class RenderContext:
         if default is ...:
             raise SqlError(f"var('{name}') is not defined: set it under vars: in dbt_project.yml or with --vars")
         return default
+
+
+_EXPRESSION = re.compile(r"\{\{\s*(.*?)\s*\}\}", re.DOTALL)
+_STRING = r"""(?:'[^'\\]*'|"[^"\\]*")"""
+_SIMPLE_CALL = re.compile(rf"^(ref|source|var|env_var)\(\s*({_STRING})\s*(?:,\s*({_STRING})\s*)?\)$")
+_SIMPLE_ATTRIBUTE = re.compile(r"^(this|target)(?:\.(\w+))?$")
+
+
+def _render_simple(text: str, context: Mapping[str, Any]) -> str | None:
+    """Render the common case without compiling a Jinja template: only ``{{ ref('x') }}``-like calls
+    with string literals, ``{{ this }}`` and ``{{ target.x }}``. None when the text needs full Jinja."""
+    if "{%" in text or "{#" in text or "{{-" in text or "-}}" in text:
+        return None  # statements, comments and whitespace control are Jinja's job
+    parts: list[str] = []
+    pos = 0
+    for m in _EXPRESSION.finditer(text):
+        expression = m.group(1)
+        call = _SIMPLE_CALL.match(expression)
+        attribute = _SIMPLE_ATTRIBUTE.match(expression) if call is None else None
+        if call is not None:
+            args = [a[1:-1] for a in call.group(2, 3) if a is not None]
+            value = context[call.group(1)](*args)
+        elif attribute is not None and attribute.group(1) in context:
+            value = context[attribute.group(1)]
+            if attribute.group(2):
+                value = getattr(value, attribute.group(2)) if not isinstance(value, Mapping) else \
+                    value.get(attribute.group(2))
+                if value is None:
+                    return None  # let Jinja raise its own undefined error
+        else:
+            return None
+        parts.append(text[pos:m.start()])
+        parts.append(str(value))
+        pos = m.end()
+    return "".join(parts) + text[pos:]
 
 
 class _This:

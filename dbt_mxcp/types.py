@@ -37,6 +37,16 @@ _SCHEMA_KEYWORDS = {
 }
 
 
+# keyword -> the types it applies to
+_APPLIES_TO: dict[str, frozenset[str]] = {
+    **dict.fromkeys(("format", "min_length", "max_length", "pattern"), frozenset({"string"})),
+    **dict.fromkeys(("minimum", "maximum", "exclusive_minimum", "exclusive_maximum", "multiple_of"),
+                    frozenset({"number", "integer"})),
+    **dict.fromkeys(("items", "min_items", "max_items", "unique_items"), frozenset({"array"})),
+    **dict.fromkeys(("properties", "required", "additional_properties"), frozenset({"object"})),
+}
+
+
 def _alias(name: str) -> Any:
     camel = _SCHEMA_KEYWORDS.get(name, name)
     return Field(default=None, validation_alias=AliasChoices(name, camel))
@@ -75,20 +85,9 @@ class TypeDef(BaseModel):
 
     @model_validator(mode="after")
     def _check_keywords(self) -> TypeDef:
-        problems = []
-        string_only = ("format", "min_length", "max_length", "pattern")
-        numeric_only = ("minimum", "maximum", "exclusive_minimum", "exclusive_maximum", "multiple_of")
-        array_only = ("items", "min_items", "max_items", "unique_items")
-        object_only = ("properties", "required", "additional_properties")
-        for group, allowed in (
-            (string_only, {"string"}),
-            (numeric_only, {"number", "integer"}),
-            (array_only, {"array"}),
-            (object_only, {"object"}),
-        ):
-            for key in group:
-                if getattr(self, key) is not None and self.type not in allowed:
-                    problems.append(f"'{key}' applies to type {' or '.join(sorted(allowed))}, not {self.type}")
+        problems = [f"'{key}' applies to type {' or '.join(sorted(_APPLIES_TO[key]))}, not {self.type}"
+                    for key in sorted(self.model_fields_set & _APPLIES_TO.keys())
+                    if getattr(self, key) is not None and self.type not in _APPLIES_TO[key]]
         if self.pattern is not None:
             try:
                 re.compile(self.pattern)

@@ -365,3 +365,17 @@ def test_single_statement_keeps_semicolons_in_strings_and_comments(sql: str, kep
 def test_empty_sql_is_refused() -> None:
     with pytest.raises(SqlError, match="empty"):
         single_statement("  -- nothing\n ; ")
+
+
+@pytest.mark.parametrize(("simple", "full"), [
+    ("select * from {{ ref('helper') }}", "select * from {% if true %}{{ ref('helper') }}{% endif %}"),
+    ('from {{ source("raw", "orders") }}', "from {{ source('raw', 'orders') | string }}"),
+    ("{{ var('min_total') }} {{ target.name }}", "{{ var('min_total') | int }} {{ target['name'] }}"),
+])
+def test_simple_expressions_render_as_jinja_does(ctx: RenderContext, simple: str, full: str) -> None:
+    # The first form takes the fast path (no template compiled), the second goes through Jinja.
+    assert ctx.render(simple, None, []) == ctx.render(full, None, [])
+
+
+def test_whitespace_control_is_left_to_jinja(ctx: RenderContext) -> None:
+    assert ctx.render("a\n{{- var('region') -}}\nb", None, []) == "aeub"
