@@ -99,7 +99,7 @@ def cold(how: str, project_dir: str) -> dict[str, object]:
         from dbt_mxcp.load import read_registry
 
         t0 = time.perf_counter()
-        _, registry, problems = read_registry(target, project)
+        _, registry, problems = read_registry(target, project, freeze=True)
         out.update(total_s=time.perf_counter() - t0)
     out.update(endpoints=len(registry.endpoints), problems=len(problems), peak_rss_kb=_peak_rss_kb(),
                ru_maxrss_kb=_ru_maxrss_kb())

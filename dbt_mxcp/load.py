@@ -35,9 +35,9 @@ class Loaded:
 
 def read_registry(target_path: Path, project_dir: Path, *, variables: Mapping[str, Any] | None = None,
                   target: Mapping[str, Any] | None = None, compiled: Mapping[str, str] | None = None,
-                  ) -> tuple[Manifest, Registry, list[EndpointProblem]]:
+                  freeze: bool = False) -> tuple[Manifest, Registry, list[EndpointProblem]]:
     """manifest.json → registry, with the garbage collector paused from parse to build (see paused_gc)."""
-    with paused_gc():
+    with paused_gc(freeze=freeze):
         manifest = load_manifest(target_path)
         registry, problems = build_registry(manifest, project_dir, variables=variables, target=target,
                                             compiled=compiled)
@@ -60,5 +60,6 @@ def load(flags: Flags) -> Loaded:
         target = {k: recorded.get(k) for k in ("database", "schema", "path")} if recorded else {}
     manifest, registry, problems = read_registry(project.target_path, project.project_dir,
                                                  variables=project.variables, target=target,
-                                                 compiled=(artifact or {}).get("compiled") or {})
+                                                 compiled=(artifact or {}).get("compiled") or {},
+                                                 freeze=True)  # a command's process is short-lived
     return Loaded(project, manifest, artifact, warehouse, warehouse_error, registry, problems)

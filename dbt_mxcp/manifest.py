@@ -19,19 +19,25 @@ HOST_TYPES = ("model", "seed", "snapshot", "analysis")
 
 
 @contextmanager
-def paused_gc() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a large manifest is parsed or walked.
+def paused_gc(*, freeze: bool = False) -> Iterator[None]:
+    """Keep the cyclic garbage collector off a large manifest while it is parsed and walked.
 
-    Parsing a big manifest makes millions of objects, and each collection pass walks them all;
-    nothing built here forms cycles worth collecting early.
+    Parsing a big manifest makes millions of container objects, and every collection pass walks
+    them all (about a third of the load time at 5,000 models). With `freeze`, what exists when the
+    pause ends is frozen (`gc.freeze`) so that later passes skip it too; JSON data holds no
+    reference cycles, so reference counting still frees it. Only short-lived processes should
+    freeze: cyclic garbage frozen with it (compiled CEL programs) is never collected.
     """
-    enabled = gc.isenabled()
+    if not gc.isenabled():
+        yield  # an outer pause owns the collector
+        return
     gc.disable()
     try:
         yield
     finally:
-        if enabled:
-            gc.enable()
+        if freeze:
+            gc.freeze()
+        gc.enable()
 
 
 class RefError(ValueError):
