@@ -314,6 +314,37 @@ def profile_build(project_dir: Path, top: int = 25) -> str:
 
 # ---- report ------------------------------------------------------------------------------------
 
+def bench_example(runs: int, workdir: Path) -> dict[str, Any]:
+    """The shop example: `dbt parse` with and without the plugin, and `dbt-mxcp` commands end to end."""
+    bindir = Path(sys.executable).parent
+    project = workdir / "shop"
+    shutil.copytree(REPO / "examples" / "shop", project,
+                    ignore=shutil.ignore_patterns("target", "logs", "*.duckdb*", "seeds/*.csv"))
+    env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+    subprocess.run([sys.executable, "scripts/generate_seeds.py"], cwd=project, check=True, capture_output=True)
+    subprocess.run([str(bindir / "dbt"), "build", "--profiles-dir", "."], cwd=project, check=True,
+                   capture_output=True, env=env)
+
+    def timed_cmd(cmd: list[str], extra: dict[str, str] | None = None) -> float:
+        samples = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            subprocess.run(cmd, cwd=project, check=True, capture_output=True, env={**env, **(extra or {})})
+            samples.append(time.perf_counter() - t0)
+        return median(samples)
+
+    parse = [str(bindir / "dbt"), "parse", "--profiles-dir", "."]
+    mxcp = [str(bindir / "dbt-mxcp")]
+    return {
+        "dbt_parse_plugin_off_s": timed_cmd(parse, {"DBT_MXCP_PLUGIN": "off"}),
+        "dbt_parse_plugin_on_s": timed_cmd(parse),
+        "list_s": timed_cmd([*mxcp, "list", "--profiles-dir", "."]),
+        "validate_s": timed_cmd([*mxcp, "validate", "--profiles-dir", "."]),
+        "run_tool_s": timed_cmd([*mxcp, "run", "tool", "get_customer", "--profiles-dir", ".", "--param",
+                                 "customer_id=1"]),
+    }
+
+
 def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     imp = results["import"]
     out: list[dict[str, Any]] = [
@@ -330,6 +361,23 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         {"metric": "getattr(dbt_mxcp, 'plugins') after dbt is loaded", "value":
          imp["plugins"]["getattr_plugins_s"], "unit": "s", "target": "", "met": None},
     ]
+    ex = results.get("example")
+    if ex:
+        overhead = ex["dbt_parse_plugin_on_s"] - ex["dbt_parse_plugin_off_s"]
+        out += [
+            {"metric": "shop example: dbt parse, plugin off", "value": ex["dbt_parse_plugin_off_s"], "unit": "s",
+             "target": "", "met": None},
+            {"metric": "shop example: dbt parse, plugin on", "value": ex["dbt_parse_plugin_on_s"], "unit": "s",
+             "target": "", "met": None},
+            {"metric": "shop example: plugin overhead on dbt parse", "value": overhead, "unit": "s",
+             "target": "", "met": None},
+            {"metric": "shop example: dbt-mxcp list (process)", "value": ex["list_s"], "unit": "s", "target": "",
+             "met": None},
+            {"metric": "shop example: dbt-mxcp validate (process)", "value": ex["validate_s"], "unit": "s",
+             "target": "", "met": None},
+            {"metric": "shop example: dbt-mxcp run tool get_customer (process)", "value": ex["run_tool_s"],
+             "unit": "s", "target": "", "met": None},
+        ]
     for n, r in results["registry"].items():
         big = int(n) == REGISTRY_TARGET_SIZE
         target = f"< {REGISTRY_TARGET_S:g} s (issue)" if big else ""
@@ -401,6 +449,7 @@ def main() -> int:
 
     sizes = tuple(int(s) for s in args.sizes.split(","))
     import_runs, plugin_runs, repeats, cold_runs = (7, 3, 3, 1) if args.quick else (21, 7, 5, 3)
+    example_runs = 1 if args.quick else 3
     started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="dbt-mxcp-bench-"))
     try:
@@ -410,6 +459,8 @@ def main() -> int:
                                                 "repeats": repeats, "cold_runs": cold_runs, "sizes": sizes}}
         progress(f"import dbt_mxcp: {import_runs} runs, plugins: {plugin_runs} runs")
         results["import"] = bench_import(import_runs, plugin_runs, workdir)
+        progress(f"shop example: dbt parse and dbt-mxcp commands, {example_runs} runs each")
+        results["example"] = bench_example(example_runs, workdir)
         progress(f"registry: sizes {sizes}, {repeats} warm repeats, {cold_runs} cold runs")
         results["registry"] = bench_registry(sizes, repeats, cold_runs, workdir)
         if args.profile:

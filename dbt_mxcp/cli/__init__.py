@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -58,6 +59,12 @@ def handle_errors(func: F) -> F:
         except MxcpError as exc:
             line(f"Error: {exc}", "error", err=True)
             sys.exit(exc.exit_code)
+        except Exception as exc:
+            if os.environ.get("DBT_MXCP_DEBUG"):
+                raise
+            line(f"Internal error: {type(exc).__name__}: {exc}. This is a bug in dbt-mxcp; please report it "
+                 "(DBT_MXCP_DEBUG=1 shows the traceback).", "error", err=True)
+            sys.exit(2)
 
     return wrapper
 
