@@ -204,19 +204,22 @@ def bench_registry_size(n: int, project_dir: Path, repeats: int, cold_runs: int)
 
     samples: dict[str, list[float]] = {k: [] for k in ("json_load_s", "manifest_s", "build_s", "whole_s",
                                                         "json_load_nogc_s", "build_nogc_s", "whole_nogc_s")}
-    for _ in range(repeats):
-        gc.collect()
+    def split() -> tuple[float, float, float]:
+        """Seconds for json.load, Manifest(data) and build_registry, one after the other."""
         t0 = time.perf_counter()
         data = read()
         t1 = time.perf_counter()
         manifest = Manifest(data)
         t2 = time.perf_counter()
         build_registry(manifest, project_dir)
-        t3 = time.perf_counter()
-        samples["json_load_s"].append(t1 - t0)
-        samples["manifest_s"].append(t2 - t1)
-        samples["build_s"].append(t3 - t2)
-        del data, manifest
+        return t1 - t0, t2 - t1, time.perf_counter() - t2
+
+    for _ in range(repeats):
+        gc.collect()
+        load_s, manifest_s, build_s = split()
+        samples["json_load_s"].append(load_s)
+        samples["manifest_s"].append(manifest_s)
+        samples["build_s"].append(build_s)
         gc.collect()
         t0 = time.perf_counter()
         read_registry(target, project_dir, freeze=True)
@@ -225,19 +228,12 @@ def bench_registry_size(n: int, project_dir: Path, repeats: int, cold_runs: int)
         gc.collect()
         gc.disable()
         try:
-            t0 = time.perf_counter()
-            data = read()
-            t1 = time.perf_counter()
-            manifest = Manifest(data)
-            t2 = time.perf_counter()
-            build_registry(manifest, project_dir)
-            t3 = time.perf_counter()
+            load_s, manifest_s, build_s = split()
         finally:
             gc.enable()
-        samples["json_load_nogc_s"].append(t1 - t0)
-        samples["build_nogc_s"].append(t3 - t2)
-        samples["whole_nogc_s"].append(t3 - t0)
-        del data, manifest
+        samples["json_load_nogc_s"].append(load_s)
+        samples["build_nogc_s"].append(build_s)
+        samples["whole_nogc_s"].append(load_s + manifest_s + build_s)
     gc.collect()
 
     cold: dict[str, list[dict[str, Any]]] = {"split": [], "whole": []}
