@@ -24,6 +24,29 @@ class Limits:
     timeout: float = 30.0
 
 
+class Interrupter:
+    """Lets another thread stop a call's running query (an MCP cancellation)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cursor: Any = None
+        self.cancelled = False
+
+    def attach(self, cursor: Any) -> None:
+        """Watch `cursor`; a call cancelled before its query starts fails at once."""
+        with self._lock:
+            if self.cancelled:
+                raise CallError("cancelled", "the call was cancelled")
+            self._cursor = cursor
+
+    def interrupt(self) -> None:
+        """Cancel the call, interrupting its query if one is running."""
+        with self._lock:
+            self.cancelled = True
+            if self._cursor is not None:
+                self._cursor.interrupt()
+
+
 @dataclass
 class QueryResult:
     """Rows (as JSON-ready dicts) and the columns they came with."""
@@ -34,10 +57,13 @@ class QueryResult:
     truncated_by: str | None = None
 
 
-def run_query(cursor: Any, sql: str, params: Mapping[str, Any], limits: Limits) -> QueryResult:
+def run_query(cursor: Any, sql: str, params: Mapping[str, Any], limits: Limits,
+              interrupter: Interrupter | None = None) -> QueryResult:
     """Execute `sql` with `params` bound; stop at the row or byte cap; interrupt past the deadline."""
     import duckdb
 
+    if interrupter is not None:
+        interrupter.attach(cursor)
     expired = threading.Event()
 
     def interrupt() -> None:
@@ -72,6 +98,8 @@ def run_query(cursor: Any, sql: str, params: Mapping[str, Any], limits: Limits) 
                 rows.append(row)
         return QueryResult(columns, rows, truncated_by is not None, truncated_by)
     except duckdb.Error as exc:
+        if interrupter is not None and interrupter.cancelled:
+            raise CallError("cancelled", "the call was cancelled") from None
         if expired.is_set() or isinstance(exc, duckdb.InterruptException):
             raise CallError("timeout", f"the query ran past its {limits.timeout:g} s deadline and was "
                                        "interrupted; narrow it with more specific arguments") from None

@@ -44,8 +44,11 @@ def read_registry(target_path: Path, project_dir: Path, *, variables: Mapping[st
     return manifest, registry, problems
 
 
-def load(flags: Flags) -> Loaded:
-    """Read dbt_project.yml, profiles.yml and the target path's artifacts, and build the registry."""
+def load(flags: Flags, *, freeze: bool = True) -> Loaded:
+    """Read dbt_project.yml, profiles.yml and the target path's artifacts, and build the registry.
+
+    `freeze` suits a command's short-lived process (see `paused_gc`); a server passes False.
+    """
     project = load_project(flags)
     artifact = read_artifact(project.target_path)
     recorded = (artifact or {}).get("warehouse")
@@ -61,5 +64,5 @@ def load(flags: Flags) -> Loaded:
     manifest, registry, problems = read_registry(project.target_path, project.project_dir,
                                                  variables=project.variables, target=target,
                                                  compiled=(artifact or {}).get("compiled") or {},
-                                                 freeze=True)  # a command's process is short-lived
+                                                 freeze=freeze)
     return Loaded(project, manifest, artifact, warehouse, warehouse_error, registry, problems)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from .engine import Limits, QueryResult, run_query
+from .engine import Interrupter, Limits, QueryResult, run_query
 from .errors import CallError
 from .policy import Decision, activation, apply_output, check_input
 from .prompts import render_messages
@@ -77,7 +77,8 @@ class Pipeline:
         """Call the tool `name`."""
         return self.call(self.endpoint("tool", name), arguments or {}, user)
 
-    def read_resource(self, uri: str, user: Mapping[str, Any] | None = None) -> Outcome:
+    def read_resource(self, uri: str, user: Mapping[str, Any] | None = None,
+                      interrupter: Interrupter | None = None) -> Outcome:
         """Read the resource at the concrete `uri` (its variables become the arguments)."""
         match = self.registry.match_resource(uri)
         if match is None:
@@ -90,14 +91,15 @@ class Pipeline:
                 arguments[key] = parse_text_value(by_name[key], text)
             except ValueError as exc:
                 raise CallError("invalid_arguments", f"uri variable '{key}': {exc}") from None
-        return self.call(endpoint, arguments, user)
+        return self.call(endpoint, arguments, user, interrupter)
 
     def get_prompt(self, name: str, arguments: Mapping[str, Any] | None,
                    user: Mapping[str, Any] | None = None) -> Outcome:
         """Render the prompt `name`."""
         return self.call(self.endpoint("prompt", name), arguments or {}, user)
 
-    def call(self, endpoint: Endpoint, arguments: Mapping[str, Any], user: Mapping[str, Any] | None) -> Outcome:
+    def call(self, endpoint: Endpoint, arguments: Mapping[str, Any], user: Mapping[str, Any] | None,
+             interrupter: Interrupter | None = None) -> Outcome:
         """Run one call of `endpoint` through every step of the pipeline."""
         caller = make_user(user)
         checkers = self._checkers.setdefault(id(endpoint), _Checkers(endpoint))
@@ -108,7 +110,7 @@ class Pipeline:
         if endpoint.kind == "prompt":
             outcome.value = render_messages(endpoint.spec, args)  # type: ignore[arg-type]
             return outcome
-        result = self._execute(endpoint, args)
+        result = self._execute(endpoint, args, interrupter)
         outcome.value = shape(endpoint, result)
         outcome.row_count = len(result.rows)
         if result.truncated:
@@ -161,14 +163,14 @@ class Pipeline:
             timeout=min(getattr(spec, "timeout", None) or self.limits.timeout, self.limits.timeout),
         )
 
-    def _execute(self, endpoint: Endpoint, args: Mapping[str, Any]) -> QueryResult:
+    def _execute(self, endpoint: Endpoint, args: Mapping[str, Any], interrupter: Interrupter | None) -> QueryResult:
         if self.warehouse is None or endpoint.sql is None:
             raise CallError("execution", f"{endpoint.label} has no SQL to run")
         types = {p.name: p for p in endpoint.parameters}
         params = {name: to_bind_value(types[name], args.get(name)) for name in types}
         cursor = self.warehouse.cursor()
         try:
-            return run_query(cursor, endpoint.sql, params, self._limits(endpoint))
+            return run_query(cursor, endpoint.sql, params, self._limits(endpoint), interrupter)
         finally:
             cursor.close()
 

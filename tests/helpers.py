@@ -67,3 +67,47 @@ def copy_project(src: Path, dest: Path) -> Path:
     """A copy of a dbt project without build output."""
     shutil.copytree(src, dest, ignore=_IGNORE)
     return dest
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_http(url: str, proc: subprocess.Popen[str], timeout: float = 30) -> None:
+    """Wait until `url` answers 200; fail with the server's output if it exits or never answers."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"server exited {proc.returncode}\nstdout:\n{out}\nstderr:\n{err}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    stop(proc)
+    raise AssertionError(f"{url} did not answer within {timeout} s")
+
+
+def stop(proc: subprocess.Popen[str], timeout: float = 30) -> int:
+    """SIGTERM the process we started (by PID), then SIGKILL if it does not exit; its exit code."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+    return int(proc.returncode)

@@ -178,6 +178,59 @@ def run(kind: str, name: str, params: tuple[str, ...], user_json: str | None, fl
         line(f"Warning: result truncated. {outcome.note}", "warning", err=True)
 
 
+@main.command()
+@dbt_flags
+@click.option("--transport", type=click.Choice(["stdio", "http"]), default="stdio", show_default=True,
+              help="stdio for desktop clients; http for streamable HTTP at /mcp.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="HTTP: address to bind.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="HTTP: port.")
+@click.option("--stateless", is_flag=True, help="HTTP: no sessions for 2025-11-25 clients (for load balancers).")
+@click.option("--allow-host", "allow_hosts", multiple=True, metavar="HOST:PORT",
+              help="HTTP: another Host header to accept (behind a proxy).")
+@click.option("--allow-origin", "allow_origins", multiple=True, metavar="ORIGIN",
+              help="HTTP: another Origin to accept (browser clients).")
+@click.option("--poll-interval", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
+              metavar="SECONDS", help="How often to look for a new manifest, warehouse or SQL file.")
+@click.option("--print-config", "print_config", type=click.Choice(["claude", "http"]),
+              help="Print the MCP client configuration for this project and exit.")
+@lock_wait_option
+@handle_errors
+def serve(flags: Flags, transport: str, host: str, port: int, stateless: bool, allow_hosts: tuple[str, ...],
+          allow_origins: tuple[str, ...], poll_interval: float, print_config: str | None, lock_wait: float) -> None:
+    """Serve the project's endpoints over MCP (stdio by default), reloading when dbt rebuilds."""
+    if print_config is not None:
+        from .clients import client_config
+
+        click.echo(client_config(flags, print_config, host=host, port=port))
+        return
+    import logging
+
+    import anyio
+
+    from ..server.adapter import McpAdapter
+    from ..server.live import LiveProject
+    from ..server.transports import serve_http, serve_stdio
+
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s  %(message)s",
+                        datefmt="%H:%M:%S")
+    live = LiveProject(flags, lock_wait=lock_wait)
+    served = live.start()
+    line(f"Serving {sum(1 for _ in served.registry.all())} endpoint(s) of {served.loaded.project.name} "
+         f"over {transport}", "ok", err=True)
+    adapter = McpAdapter(live)
+    try:
+        if transport == "stdio":
+            anyio.run(serve_stdio, adapter, live, poll_interval)
+        else:
+            anyio.run(lambda: serve_http(adapter, live, host=host, port=port, stateless=stateless,
+                                         interval=poll_interval, allowed_hosts=allow_hosts,
+                                         allowed_origins=allow_origins))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        live.close()
+
+
 def _parse_user(text: str | None) -> dict[str, Any] | None:
     if not text:
         return None

@@ -1,0 +1,302 @@
+"""The MCP adapter: the one module that speaks MCP, through the official SDK's low-level server.
+
+It maps each MCP request onto the pipeline and each pipeline outcome onto the wire. Argument and
+policy failures become `isError` results the model can read; an unknown tool is a protocol error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+from mcp import MCPError, types
+from mcp.server.lowlevel.server import NotificationOptions, Server
+from mcp.server.subscriptions import (
+    InMemorySubscriptionBus,
+    ListenHandler,
+    PromptsListChanged,
+    ResourcesListChanged,
+    ToolsListChanged,
+)
+
+from .. import __version__
+from ..engine import Interrupter
+from ..errors import CallError
+from ..jsonvalues import dumps
+from ..pipeline import Outcome, parse_text_value
+from ..registry import Endpoint
+from .live import LiveProject
+
+log = logging.getLogger("dbt_mxcp.server")
+T = TypeVar("T")
+PAGE_SIZE = 100
+MODERN = "2026-07-28"
+RESOURCE_NOT_FOUND = -32002  # the 2025-11-25 spelling; 2026-07-28 uses INVALID_PARAMS
+
+
+def wire_value(endpoint: Endpoint, outcome: Outcome) -> dict[str, Any]:
+    """`structuredContent` for a result: an object return is the row itself; arrays and scalars are
+    wrapped as ``{"result": ...}``, with ``truncated``/``note`` when the row cap cut them."""
+    t = endpoint.return_type
+    if t is not None and t.type == "object":
+        value: dict[str, Any] = outcome.value
+    else:
+        value = {"result": outcome.value}
+        if outcome.truncated:
+            value.update(truncated=True, note=outcome.note)
+    # The SDK serialises with pydantic, which writes Decimal as a string: hand it JSON numbers.
+    plain: dict[str, Any] = json.loads(dumps(value))
+    return plain
+
+
+def _relaxed_row(endpoint: Endpoint, row: dict[str, Any]) -> dict[str, Any]:
+    """The row schema as clients see it after output policies: filtered fields become optional,
+    masked fields may hold the mask."""
+    dropped: set[str] = set()
+    masked: set[str] = set()
+    for compiled in endpoint.output_rules:
+        rule = compiled.rule
+        if rule.action == "filter_fields":
+            dropped |= {f.split(".")[0] for f in rule.fields or []}
+        elif rule.action == "mask_fields":
+            masked |= {f.split(".")[0] for f in rule.fields or []}
+        elif rule.action == "filter_sensitive_fields":
+            dropped |= {p.split(".")[0] for p in endpoint.sensitive_paths}
+    if not (dropped or masked) or "properties" not in row:
+        return row
+    row = dict(row)
+    row["properties"] = {k: ({"description": v["description"]} if "description" in v else {})
+                         if k in masked else v for k, v in row["properties"].items()}
+    if "required" in row:
+        row["required"] = [r for r in row["required"] if r not in dropped]
+    return row
+
+
+def output_schema(endpoint: Endpoint) -> dict[str, Any] | None:
+    """The tool's `outputSchema`, matching what `wire_value` sends."""
+    schema = endpoint.return_schema()
+    if schema is None or endpoint.return_type is None:
+        return None
+    if endpoint.return_type.type == "object":
+        return _relaxed_row(endpoint, schema)
+    if endpoint.return_type.type == "array" and isinstance(schema.get("items"), dict):
+        schema = {**schema, "items": _relaxed_row(endpoint, schema["items"])}
+    return {
+        "type": "object",
+        "properties": {"result": schema, "truncated": {"type": "boolean"}, "note": {"type": "string"}},
+        "required": ["result"],
+    }
+
+
+def tool_of(endpoint: Endpoint) -> types.Tool:
+    """An endpoint as an MCP Tool: full input schema, output schema, annotations."""
+    spec = endpoint.spec
+    hints = getattr(spec, "annotations", None)
+    declared = hints.model_dump(exclude_none=True) if hints is not None else {}
+    # SQL endpoints read from a read-only warehouse: they change nothing and see a closed world.
+    annotations = {"readOnlyHint": True, "destructiveHint": False, "idempotentHint": True,
+                   "openWorldHint": False, **declared}
+    return types.Tool.model_validate({
+        "name": endpoint.name,
+        "title": getattr(spec, "title", None) or annotations.get("title"),
+        "description": endpoint.description,
+        "inputSchema": endpoint.input_schema(),
+        "outputSchema": output_schema(endpoint),
+        "annotations": annotations,
+    })
+
+
+def _page(items: Sequence[T], cursor: str | None) -> tuple[Sequence[T], str | None]:
+    start = 0
+    if cursor:
+        if not cursor.isdigit() or int(cursor) > len(items):
+            raise MCPError(types.INVALID_PARAMS, f"invalid cursor {cursor!r}")
+        start = int(cursor)
+    end = start + PAGE_SIZE
+    return items[start:end], (str(end) if end < len(items) else None)
+
+
+class McpAdapter:
+    """Builds the SDK server for a live project and tells clients when its endpoints change."""
+
+    def __init__(self, live: LiveProject, *, name: str | None = None, instructions: str | None = None) -> None:
+        self.live = live
+        self.name = name or f"dbt-mxcp ({live.current.loaded.project.name})"
+        self.instructions = instructions if instructions is not None else self._default_instructions()
+        self.bus = InMemorySubscriptionBus()
+        self._legacy_sessions: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.server = self._build()
+
+    def _default_instructions(self) -> str | None:
+        # The `application` exposure that stands for the server describes it best.
+        manifest = self.live.current.loaded.manifest
+        for raw in (manifest.data.get("exposures") or {}).values():
+            if raw.get("type") == "application" and raw.get("description"):
+                return str(raw["description"])
+        return None
+
+    def _build(self) -> Server[Any]:
+        server: Server[Any] = Server(
+            self.name,
+            version=__version__,
+            instructions=self.instructions,
+            on_list_tools=self._list_tools,
+            on_call_tool=self._call_tool,
+            on_list_resources=self._list_resources,
+            on_list_resource_templates=self._list_resource_templates,
+            on_read_resource=self._read_resource,
+            on_list_prompts=self._list_prompts,
+            on_get_prompt=self._get_prompt,
+            on_completion=self._complete,
+            on_subscriptions_listen=ListenHandler(self.bus),
+        )
+        # The SDK tells legacy clients listChanged: false unless asked otherwise.
+        options = NotificationOptions(tools_changed=True, resources_changed=True, prompts_changed=True)
+        original = server.create_initialization_options
+        server.create_initialization_options = partial(original, options)  # type: ignore[method-assign]
+        server.middleware.append(self._track_sessions)
+        return server
+
+    async def _track_sessions(self, ctx: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
+        if ctx.protocol_version != MODERN and ctx.session is not None:
+            self._legacy_sessions.add(ctx.session)
+        return await call_next(ctx)
+
+    async def notify_changed(self) -> None:
+        """Tell every client that the tools, resources and prompts changed."""
+        for event in (ToolsListChanged(), ResourcesListChanged(), PromptsListChanged()):
+            await self.bus.publish(event)
+        for session in list(self._legacy_sessions):
+            for send in (session.send_tool_list_changed, session.send_resource_list_changed,
+                         session.send_prompt_list_changed):
+                try:
+                    await send()
+                except Exception as exc:  # a closed session must not stop the others
+                    log.debug("list_changed not delivered: %s", exc)
+
+    # -- running a call off the event loop -----------------------------------------------------
+
+    async def _run(self, call: Callable[[Interrupter], Outcome]) -> Outcome:
+        interrupter = Interrupter()
+        try:
+            return await anyio.to_thread.run_sync(call, interrupter, abandon_on_cancel=True)
+        except anyio.get_cancelled_exc_class():
+            interrupter.interrupt()  # MCP cancellation: stop the DuckDB query too
+            raise
+
+    # -- tools ---------------------------------------------------------------------------------
+
+    async def _list_tools(self, ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
+        tools = [tool_of(e) for e in self.live.current.registry.all("tool")]
+        page, cursor = _page(tools, params.cursor if params else None)
+        return types.ListToolsResult(tools=list(page), next_cursor=cursor)
+
+    async def _call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        with self.live.use() as served:
+            endpoint = served.registry.get("tool", params.name)
+            if endpoint is None:
+                raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {params.name}")
+            arguments = params.arguments if params.arguments is not None else {}
+            try:
+                outcome = await self._run(lambda i: served.pipeline.call(endpoint, arguments, None, i))
+            except CallError as exc:
+                return types.CallToolResult(content=[types.TextContent(type="text", text=str(exc))], is_error=True)
+        value = wire_value(endpoint, outcome)
+        return types.CallToolResult(content=[types.TextContent(type="text", text=json.dumps(value))],
+                                    structured_content=value)
+
+    # -- resources -----------------------------------------------------------------------------
+
+    async def _list_resources(self, ctx: Any,
+                              params: types.PaginatedRequestParams | None) -> types.ListResourcesResult:
+        items = [types.Resource(uri=e.name, name=getattr(e.spec, "name", None) or e.name,
+                                description=e.description, mime_type=getattr(e.spec, "mime_type", None))
+                 for e in self.live.current.registry.all("resource")
+                 if e.uri_template is not None and e.uri_template.is_static]
+        page, cursor = _page(items, params.cursor if params else None)
+        return types.ListResourcesResult(resources=list(page), next_cursor=cursor)
+
+    async def _list_resource_templates(self, ctx: Any, params: types.PaginatedRequestParams | None,
+                                       ) -> types.ListResourceTemplatesResult:
+        items = [types.ResourceTemplate(uri_template=e.name, name=getattr(e.spec, "name", None) or e.name,
+                                        description=e.description, mime_type=getattr(e.spec, "mime_type", None))
+                 for e in self.live.current.registry.all("resource")
+                 if e.uri_template is not None and not e.uri_template.is_static]
+        page, cursor = _page(items, params.cursor if params else None)
+        return types.ListResourceTemplatesResult(resource_templates=list(page), next_cursor=cursor)
+
+    async def _read_resource(self, ctx: Any, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
+        uri = str(params.uri)
+        with self.live.use() as served:
+            match = served.registry.match_resource(uri)
+            if match is None:
+                raise MCPError(self._not_found_code(ctx), f"Resource not found: {uri}", {"uri": uri})
+            try:
+                outcome = await self._run(lambda i: served.pipeline.read_resource(uri, None, i))
+            except CallError as exc:
+                code = self._not_found_code(ctx) if exc.kind == "not_found" else types.INVALID_PARAMS \
+                    if exc.kind == "invalid_arguments" else types.INTERNAL_ERROR
+                raise MCPError(code, str(exc), {"uri": uri}) from None
+        endpoint = match[0]
+        mime = getattr(endpoint.spec, "mime_type", None) or "application/json"
+        text = dumps(outcome.value)
+        return types.ReadResourceResult(contents=[types.TextResourceContents(uri=uri, text=text, mime_type=mime)])
+
+    @staticmethod
+    def _not_found_code(ctx: Any) -> int:
+        return types.INVALID_PARAMS if ctx.protocol_version == MODERN else RESOURCE_NOT_FOUND
+
+    # -- prompts -------------------------------------------------------------------------------
+
+    async def _list_prompts(self, ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListPromptsResult:
+        items = [types.Prompt(name=e.name, description=e.description, arguments=[
+            types.PromptArgument(name=p.name, description=p.description, required=not p.has_default)
+            for p in e.client_parameters]) for e in self.live.current.registry.all("prompt")]
+        page, cursor = _page(items, params.cursor if params else None)
+        return types.ListPromptsResult(prompts=list(page), next_cursor=cursor)
+
+    async def _get_prompt(self, ctx: Any, params: types.GetPromptRequestParams) -> types.GetPromptResult:
+        with self.live.use() as served:
+            endpoint = served.registry.get("prompt", params.name)
+            if endpoint is None:
+                raise MCPError(types.INVALID_PARAMS, f"Unknown prompt: {params.name}")
+            declared = {p.name: p for p in endpoint.parameters}
+            arguments: dict[str, Any] = {}
+            try:
+                for key, text in (params.arguments or {}).items():
+                    # MCP sends prompt arguments as strings: convert them by the declared type.
+                    arguments[key] = parse_text_value(declared[key], text) if key in declared else text
+                outcome = served.pipeline.call(endpoint, arguments, None)
+            except ValueError as exc:
+                raise MCPError(types.INVALID_PARAMS, f"invalid arguments: {exc}") from None
+            except CallError as exc:
+                raise MCPError(types.INVALID_PARAMS, str(exc)) from None
+        messages = [types.PromptMessage(role="assistant" if m["role"] == "assistant" else "user",
+                                        content=types.TextContent(type="text", text=m["content"]))
+                    for m in outcome.value]  # MCP prompts have no system role: it is sent as user
+        return types.GetPromptResult(description=endpoint.description, messages=messages)
+
+    # -- completions ---------------------------------------------------------------------------
+
+    async def _complete(self, ctx: Any, params: types.CompleteRequestParams) -> types.CompleteResult:
+        registry = self.live.current.registry
+        ref = params.ref
+        endpoint = None
+        if isinstance(ref, types.PromptReference):
+            endpoint = registry.get("prompt", ref.name)
+        elif isinstance(ref, types.ResourceTemplateReference):
+            endpoint = registry.get("resource", str(ref.uri))
+        values: list[str] = []
+        if endpoint is not None:
+            param = next((p for p in endpoint.parameters if p.name == params.argument.name), None)
+            if param is not None and param.enum:
+                prefix = params.argument.value or ""
+                values = [str(v) for v in param.enum if str(v).startswith(prefix)]
+        return types.CompleteResult(completion=types.Completion(values=values[:100], total=len(values),
+                                                                has_more=len(values) > 100))

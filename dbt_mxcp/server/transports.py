@@ -1,0 +1,91 @@
+"""Transports: stdio (the default, for desktop clients) and streamable HTTP on 127.0.0.1.
+
+Both run the reload watcher beside the server: every `interval` seconds it checks dbt's
+artifacts, the warehouse file and the endpoint SQL files, and on a change swaps in the new
+state and tells clients the lists changed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import anyio
+import anyio.to_thread
+
+from .adapter import McpAdapter
+from .live import LiveProject
+
+log = logging.getLogger("dbt_mxcp.server")
+
+
+async def watch(adapter: McpAdapter, live: LiveProject, interval: float) -> None:
+    """Reload on change, forever; a failed reload is logged and the old state kept."""
+    while True:
+        await anyio.sleep(interval)
+        try:
+            changed = await anyio.to_thread.run_sync(live.reload_if_changed)
+        except Exception:  # the server must outlive any reload failure
+            log.exception("reload failed; still serving the previous endpoints")
+            continue
+        if changed:
+            await adapter.notify_changed()
+
+
+async def serve_stdio(adapter: McpAdapter, live: LiveProject, interval: float) -> None:
+    """Serve one client over stdin/stdout until it closes stdin."""
+    from mcp.server.stdio import stdio_server
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch, adapter, live, interval)
+        async with stdio_server() as (read_stream, write_stream):
+            await adapter.server.run(read_stream, write_stream, adapter.server.create_initialization_options())
+        tg.cancel_scope.cancel()
+
+
+def _allowed(host: str, port: int, extra_hosts: Sequence[str], extra_origins: Sequence[str],
+             ) -> tuple[list[str], list[str]]:
+    local = host in ("127.0.0.1", "localhost", "::1")
+    names = ["127.0.0.1", "localhost", "[::1]"] if local else [f"[{host}]" if ":" in host else host]
+    hosts = [f"{n}:{port}" for n in names] + list(extra_hosts)
+    origins = [f"http://{n}:{port}" for n in names] + list(extra_origins)
+    return hosts, origins
+
+
+async def serve_http(adapter: McpAdapter, live: LiveProject, *, host: str, port: int, stateless: bool,
+                     interval: float, allowed_hosts: Sequence[str] = (), allowed_origins: Sequence[str] = ()) -> None:
+    """Serve MCP at http://HOST:PORT/mcp, with /healthz and /readyz, until SIGINT/SIGTERM.
+
+    Host and Origin headers are checked against an allowlist (DNS rebinding); on SIGTERM the
+    server stops accepting, lets in-flight calls finish, then exits.
+    """
+    import uvicorn
+    from mcp.server.transport_security import TransportSecuritySettings
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def healthz(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> JSONResponse:
+        served = live.current
+        body = {"status": "ready", "generation": served.generation,
+                "endpoints": sum(1 for _ in served.registry.all()), "reload_error": live.last_error}
+        return JSONResponse(body)
+
+    hosts, origins = _allowed(host, port, allowed_hosts, allowed_origins)
+    security = TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts,
+                                         allowed_origins=origins)
+    app = adapter.server.streamable_http_app(
+        host=host, stateless_http=stateless, transport_security=security,
+        custom_starlette_routes=[Route("/healthz", healthz), Route("/readyz", readyz)],
+    )
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
+                            timeout_graceful_shutdown=30)
+    server = uvicorn.Server(config)
+    log.info("serving MCP at http://%s:%d/mcp", host if ":" not in host else f"[{host}]", port)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch, adapter, live, interval)
+        await server.serve()
+        tg.cancel_scope.cancel()

@@ -1,0 +1,94 @@
+"""Serving while a plain `dbt run` rebuilds the warehouse: both succeed, and the new models and
+endpoints are served without a restart."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import time
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import pytest
+import yaml
+from mcp import Client, types
+
+from tests.helpers import REPO, Project, run
+from tests.integration.test_server import http_server
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _floors() -> list[int]:
+    with (REPO / "integration_tests" / "seeds" / "teams.csv").open() as fh:
+        return sorted({int(r["floor"]) for r in csv.DictReader(fh)})
+
+
+def _add_model_with_tool(project: Project) -> None:
+    (project.path / "models" / "floors.sql").write_text(
+        "select distinct floor from {{ ref('teams') }} order by floor\n")
+    path = project.path / "models" / "properties.yml"
+    doc = yaml.safe_load(path.read_text())
+    doc["models"].append({
+        "name": "floors",
+        "description": "Every floor that has a team.",
+        "config": {"meta": {"mxcp": {"tools": [{"name": "list_floors", "description": "The floors.",
+                                                "return": {"type": "array"}}]}}},
+        "columns": [{"name": "floor", "data_type": "integer"}],
+    })
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+async def test_dbt_run_while_serving(fresh_it_project: Project) -> None:
+    project = fresh_it_project
+    project.dbt("build")
+    changes: list[Any] = []
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            changes.append(message)
+
+    with http_server(project) as base:
+        async with Client(f"{base}/mcp", mode="legacy", message_handler=on_message) as c:  # type: ignore[arg-type]
+            calls, failures = 0, []
+            stop_loop = anyio.Event()
+
+            async def loop() -> None:
+                nonlocal calls
+                while not stop_loop.is_set():
+                    result = await c.call_tool("get_person", {"id": 1})
+                    calls += 1
+                    if result.is_error or (result.structured_content or {}).get("name") != "Ann":
+                        failures.append(result)
+
+            def dbt_run() -> subprocess.CompletedProcess[str]:
+                return run(["dbt", "run", "--profiles-dir", "."], project.path, check=False)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(loop)
+                await anyio.sleep(0.5)
+                first = await anyio.to_thread.run_sync(dbt_run)  # a plain dbt run, unaware of the server
+                _add_model_with_tool(project)
+                second = await anyio.to_thread.run_sync(dbt_run)
+                deadline = time.monotonic() + 15
+                names: set[str] = set()
+                while time.monotonic() < deadline and "list_floors" not in names:
+                    await anyio.sleep(0.2)
+                    names = {t.name for t in (await c.list_tools()).tools}
+                stop_loop.set()
+
+            assert first.returncode == 0, first.stdout
+            assert second.returncode == 0, second.stdout
+            assert "list_floors" in names, "the new endpoint was not served after dbt run"
+            floors = await c.call_tool("list_floors", {})
+            assert floors.structured_content is not None
+            assert sorted(r["floor"] for r in floors.structured_content["result"]) == _floors()
+            assert not failures, f"{len(failures)} of {calls} calls failed during dbt run: {failures[:2]}"
+            assert calls > 20
+            assert changes, "no notifications/tools/list_changed reached the client"
