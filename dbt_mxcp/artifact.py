@@ -33,7 +33,7 @@ def registry_document(registry: Registry, *, warehouse: Mapping[str, Any], compi
             "resource_type": e.node_type,
             "yml_path": e.yml_path,
             "source_kind": e.source_kind,
-            "sql_file": e.sql_file,
+            "source_file": e.source_file,
             "description": e.description,
             "input_schema": e.input_schema(),
             "return_schema": e.return_schema(),

@@ -141,6 +141,7 @@ class EndpointTest(_Strict):
 
 class _Endpoint(_Strict):
     description: str | None = None
+    language: Literal["sql", "python"] = "sql"
     parameters: list[Parameter] = Field(default_factory=list)
     return_: TypeDef | None = Field(default=None, alias="return")
     source: Source | None = None
@@ -181,6 +182,7 @@ class ToolSpec(_Endpoint):
     title: str | None = None
     annotations: Annotations | None = None
     tags: list[str] = Field(default_factory=list)
+    access: Literal["read", "write"] = "read"
 
     @field_validator("name")
     @classmethod

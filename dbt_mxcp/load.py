@@ -12,6 +12,7 @@ from .errors import ConfigError, EndpointProblem
 from .manifest import Manifest, load_manifest, paused_gc
 from .project import Flags, Project, WarehouseConfig, load_project, load_warehouse_config
 from .registry import Registry, build_registry
+from .settings import Settings, load_settings
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class Loaded:
     warehouse_error: ConfigError | None
     registry: Registry
     problems: list[EndpointProblem]
+    settings: Settings
 
     def require_warehouse(self) -> WarehouseConfig:
         """The warehouse settings, or the error that kept them from loading."""
@@ -65,4 +67,6 @@ def load(flags: Flags, *, freeze: bool = True) -> Loaded:
                                                  variables=project.variables, target=target,
                                                  compiled=(artifact or {}).get("compiled") or {},
                                                  freeze=freeze)
-    return Loaded(project, manifest, artifact, warehouse, warehouse_error, registry, problems)
+    settings = load_settings(project.project_dir, warehouse.target if warehouse else project.flags.target,
+                             project.variables)
+    return Loaded(project, manifest, artifact, warehouse, warehouse_error, registry, problems, settings)

@@ -9,16 +9,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from .engine import Interrupter, Limits, QueryResult, run_query
 from .errors import CallError
+from .jsonvalues import to_json_value
 from .policy import Decision, activation, apply_output, check_input
 from .prompts import render_messages
 from .registry import Endpoint, Kind, Registry
 from .types import SchemaChecker, to_bind_value
 from .user import MissingClaim, claim_value, make_user
 from .warehouse import Warehouse
+from .writes import WriteDatabase, affected_rows, writes_disabled
 
 
 @dataclass
@@ -29,9 +32,20 @@ class Outcome:
     arguments: dict[str, Any]
     value: Any
     row_count: int = 0
+    affected_rows: int | None = None
     truncated: bool = False
     note: str | None = None
     decisions: list[Decision] = field(default_factory=list)
+
+
+class Reporter(Protocol):
+    """Where a call reports progress and log messages (the MCP client, when serving)."""
+
+    def progress(self, done: float, total: float | None, message: str | None) -> None:
+        """Report how far the call has come."""
+
+    def log(self, level: str, message: str) -> None:
+        """Send a log message about the call."""
 
 
 class _Checkers:
@@ -57,10 +71,13 @@ class _Checkers:
 class Pipeline:
     """Answers calls against one registry and one warehouse."""
 
-    def __init__(self, registry: Registry, warehouse: Warehouse | None, limits: Limits | None = None) -> None:
+    def __init__(self, registry: Registry, warehouse: Warehouse | None, limits: Limits | None = None,
+                 settings: Any = None, writes: WriteDatabase | None = None) -> None:
         self.registry = registry
         self.warehouse = warehouse
         self.limits = limits or Limits()
+        self.settings = settings
+        self.writes = writes
         self._checkers: dict[int, _Checkers] = {}
 
     def endpoint(self, kind: Kind, name: str) -> Endpoint:
@@ -78,7 +95,7 @@ class Pipeline:
         return self.call(self.endpoint("tool", name), arguments or {}, user)
 
     def read_resource(self, uri: str, user: Mapping[str, Any] | None = None,
-                      interrupter: Interrupter | None = None) -> Outcome:
+                      interrupter: Interrupter | None = None, reporter: Reporter | None = None) -> Outcome:
         """Read the resource at the concrete `uri` (its variables become the arguments)."""
         match = self.registry.match_resource(uri)
         if match is None:
@@ -91,7 +108,7 @@ class Pipeline:
                 arguments[key] = parse_text_value(by_name[key], text)
             except ValueError as exc:
                 raise CallError("invalid_arguments", f"uri variable '{key}': {exc}") from None
-        return self.call(endpoint, arguments, user, interrupter)
+        return self.call(endpoint, arguments, user, interrupter, reporter)
 
     def get_prompt(self, name: str, arguments: Mapping[str, Any] | None,
                    user: Mapping[str, Any] | None = None) -> Outcome:
@@ -99,7 +116,7 @@ class Pipeline:
         return self.call(self.endpoint("prompt", name), arguments or {}, user)
 
     def call(self, endpoint: Endpoint, arguments: Mapping[str, Any], user: Mapping[str, Any] | None,
-             interrupter: Interrupter | None = None) -> Outcome:
+             interrupter: Interrupter | None = None, reporter: Reporter | None = None) -> Outcome:
         """Run one call of `endpoint` through every step of the pipeline."""
         caller = make_user(user)
         checkers = self._checkers.setdefault(id(endpoint), _Checkers(endpoint))
@@ -110,12 +127,17 @@ class Pipeline:
         if endpoint.kind == "prompt":
             outcome.value = render_messages(endpoint.spec, args)  # type: ignore[arg-type]
             return outcome
-        result = self._execute(endpoint, args, interrupter)
-        outcome.value = shape(endpoint, result)
-        outcome.row_count = len(result.rows)
-        if result.truncated:
-            outcome.truncated = True
-            outcome.note = truncation_note(endpoint, result, self._limits(endpoint))
+        if endpoint.source_kind == "python":
+            self._run_python(endpoint, args, caller, outcome, interrupter, reporter)
+        else:
+            result = self._execute(endpoint, args, interrupter)
+            if getattr(endpoint.spec, "access", "read") == "write":
+                outcome.affected_rows = affected_rows(result)
+            outcome.value = shape(endpoint, result)
+            outcome.row_count = len(result.rows)
+            if result.truncated:
+                outcome.truncated = True
+                outcome.note = truncation_note(endpoint, result, self._limits(endpoint))
         if checkers.result is not None:
             problems = checkers.result.problems(outcome.value)
             if problems:
@@ -155,6 +177,44 @@ class Pipeline:
                                           + "; ".join(problems))
         return args
 
+    def _run_python(self, endpoint: Endpoint, args: Mapping[str, Any], caller: Mapping[str, Any], outcome: Outcome,
+                    interrupter: Interrupter | None, reporter: Reporter | None) -> None:
+        from . import runtime
+        from .python_endpoints import invoke, load_function
+
+        limits = self._limits(endpoint)
+        path = (self.registry.project_dir or Path.cwd()) / (endpoint.source_file or "")
+        function = load_function(path, str(endpoint.spec.name))
+
+        def execute(sql: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+            if self.warehouse is None:
+                raise CallError("execution", "no warehouse to query")
+            cursor = self.warehouse.cursor()
+            try:
+                return run_query(cursor, sql, params, limits, interrupter).rows
+            finally:
+                cursor.close()
+
+        context = runtime.CallContext(user=caller, execute=execute, settings=self.settings,
+                                      report=reporter.progress if reporter else None,
+                                      send_log=reporter.log if reporter else None)
+        token = runtime._current.set(context)
+        try:
+            value = to_json_value(invoke(function, args))
+        finally:
+            runtime._current.reset(token)
+        if isinstance(value, list):
+            outcome.row_count = len(value)
+            if len(value) > limits.max_rows:
+                value = value[:limits.max_rows]
+                outcome.truncated = True
+                outcome.note = (f"Only the first {limits.max_rows:,} items are shown: the result reached the "
+                                f"{limits.max_rows:,}-row cap. Narrow the query with more specific arguments to "
+                                "see the rest.")
+        else:
+            outcome.row_count = 1
+        outcome.value = value
+
     def _limits(self, endpoint: Endpoint) -> Limits:
         spec = endpoint.spec
         return Limits(
@@ -164,10 +224,16 @@ class Pipeline:
         )
 
     def _execute(self, endpoint: Endpoint, args: Mapping[str, Any], interrupter: Interrupter | None) -> QueryResult:
-        if self.warehouse is None or endpoint.sql is None:
+        if endpoint.sql is None:
             raise CallError("execution", f"{endpoint.label} has no SQL to run")
         types = {p.name: p for p in endpoint.parameters}
         params = {name: to_bind_value(types[name], args.get(name)) for name in types}
+        if getattr(endpoint.spec, "access", "read") == "write":
+            if self.writes is None:
+                raise writes_disabled()
+            return self.writes.execute(endpoint.sql, params, self._limits(endpoint), interrupter)
+        if self.warehouse is None:
+            raise CallError("execution", "no warehouse to query")
         cursor = self.warehouse.cursor()
         try:
             return run_query(cursor, endpoint.sql, params, self._limits(endpoint), interrupter)

@@ -57,7 +57,7 @@ class WarehouseConfig:
                 "schema": self.schema, "path": self.path}
 
 
-def _read_yaml(path: Path) -> Any:
+def read_yaml(path: Path) -> Any:
     import yaml
 
     try:
@@ -99,8 +99,8 @@ def parse_vars(text: str | None) -> dict[str, Any]:
     return value
 
 
-def _render(value: Any, variables: Mapping[str, Any]) -> Any:
-    """Render dbt Jinja (env_var, var) in every string of a YAML value."""
+def render_jinja(value: Any, variables: Mapping[str, Any]) -> Any:
+    """Render dbt Jinja (env_var, var) in every string of a YAML value, as dbt renders its yml files."""
     if isinstance(value, str):
         if "{{" not in value and "{%" not in value:
             return value
@@ -131,9 +131,9 @@ def _render(value: Any, variables: Mapping[str, Any]) -> Any:
             raise ConfigError(f"cannot render {value!r}: {exc}") from None
         return _native(rendered)
     if isinstance(value, dict):
-        return {k: _render(v, variables) for k, v in value.items()}
+        return {k: render_jinja(v, variables) for k, v in value.items()}
     if isinstance(value, list):
-        return [_render(v, variables) for v in value]
+        return [render_jinja(v, variables) for v in value]
     return value
 
 
@@ -151,7 +151,7 @@ def _native(text: str) -> Any:
 def load_project(flags: Flags) -> Project:
     """Read dbt_project.yml under the flags' rules (target-path: flag, DBT_TARGET_PATH, file, 'target')."""
     project_dir = find_project_dir(flags.project_dir)
-    raw = _read_yaml(project_dir / PROJECT_FILE)
+    raw = read_yaml(project_dir / PROJECT_FILE)
     if not isinstance(raw, dict):
         raise ConfigError(f"{project_dir / PROJECT_FILE} is not a mapping")
     cli_vars = parse_vars(flags.vars)
@@ -162,7 +162,7 @@ def load_project(flags: Flags) -> Project:
     if isinstance(scoped, dict):
         variables.update(scoped)
     variables.update(cli_vars)
-    rendered = _render({k: raw.get(k) for k in ("profile", "target-path", "log-path")}, variables)
+    rendered = render_jinja({k: raw.get(k) for k in ("profile", "target-path", "log-path")}, variables)
     target_path = flags.target_path or rendered.get("target-path") or "target"
     log_path = rendered.get("log-path") or "logs"
     return Project(
@@ -195,19 +195,19 @@ def load_warehouse_config(project: Project, recorded: Mapping[str, Any] | None =
     path = profiles_dir / PROFILES_FILE
     if not path.is_file():
         raise ConfigError(f"no {PROFILES_FILE} in {profiles_dir}: pass --profiles-dir or set DBT_PROFILES_DIR")
-    profiles = _read_yaml(path) or {}
+    profiles = read_yaml(path) or {}
     name = project.profile_name
     if not name:
         raise ConfigError(f"{project.project_dir / PROJECT_FILE} names no profile: add `profile:` or pass --profile")
     profile = profiles.get(name)
     if not isinstance(profile, dict):
         raise ConfigError(f"profile {name!r} not found in {path}")
-    target = project.flags.target or _render(profile.get("target"), project.variables) or "dev"
+    target = project.flags.target or render_jinja(profile.get("target"), project.variables) or "dev"
     outputs = profile.get("outputs") or {}
     if target not in outputs:
         raise ConfigError(f"target {target!r} not found in profile {name!r} of {path} "
                           f"(targets: {', '.join(sorted(outputs)) or 'none'})")
-    creds = _render(outputs[target], project.variables)
+    creds = render_jinja(outputs[target], project.variables)
     if creds.get("type") != "duckdb":
         raise ConfigError(f"target {target!r} of profile {name!r} is of type {creds.get('type')!r}; dbt-mxcp serves "
                           "dbt-duckdb targets")

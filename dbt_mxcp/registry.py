@@ -44,7 +44,7 @@ class Endpoint:
     relations: tuple[str, ...]
     input_rules: tuple[CompiledRule, ...] = field(default=(), repr=False)
     output_rules: tuple[CompiledRule, ...] = field(default=(), repr=False)
-    sql_file: str | None = None
+    source_file: str | None = None
     uri_template: UriTemplate | None = field(default=None, repr=False, compare=False)
     # Derives (return type, sensitive paths) from dbt's columns on first use: building a registry
     # of thousands of endpoints should not pay for types nobody has asked for yet.
@@ -107,6 +107,7 @@ class Registry:
 
     endpoints: tuple[Endpoint, ...]
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    project_dir: Path | None = None
     _index: Mapping[tuple[str, str], Endpoint] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -193,7 +194,7 @@ def _build(manifest: Manifest, project_dir: Path, variables: Mapping[str, Any], 
     _check_unique(endpoints, manifest, problems)
     metadata = {k: manifest.metadata.get(k) for k in ("project_name", "invocation_id", "generated_at",
                                                       "dbt_version", "adapter_type")}
-    return Registry(tuple(endpoints), metadata), problems.items
+    return Registry(tuple(endpoints), metadata, project_dir), problems.items
 
 
 def _check_columns(node: Node, problems: _Problems) -> None:
@@ -265,7 +266,13 @@ class _NodeBuilder:
         resolved = self._sql(spec, parameters, label) if spec.enabled else (None, "", [], None)
         if resolved is None:
             return None
-        sql, source_kind, relations, sql_file = resolved
+        sql, source_kind, relations, source_file = resolved
+        if isinstance(spec, ToolSpec) and spec.access == "write" and spec.enabled and (
+                source_kind not in ("file", "code") or relations):
+            self.problems.add(node, label, "a write endpoint runs its own SQL (source.file or source.code) "
+                                           "against the writes database, which holds no dbt relations: "
+                                           "it cannot use ref(), source() or this")
+            return None
         declared = spec.return_
 
         def derive() -> tuple[TypeDef | None, tuple[str, ...]]:
@@ -274,9 +281,9 @@ class _NodeBuilder:
 
         return Endpoint(
             kind=kind, name=name, spec=spec, node_id=node.unique_id, node_type=node.resource_type,
-            yml_path=node.yml_path, source_kind=source_kind, sql=sql, parameters=tuple(parameters),
+            yml_path=node.yml_path, source_kind=source_kind, sql=sql or None, parameters=tuple(parameters),
             declared_return=declared, relations=tuple(dict.fromkeys(relations)), input_rules=input_rules,
-            output_rules=output_rules, sql_file=sql_file, uri_template=template, derive=derive,
+            output_rules=output_rules, source_file=source_file, uri_template=template, derive=derive,
         )
 
     # -- SQL -------------------------------------------------------------------------------------
@@ -286,11 +293,13 @@ class _NodeBuilder:
         node = self.node
         declared = [p.name for p in parameters]
         relations: list[str] = []
-        sql_file = None
+        source_file = None
+        if spec.language == "python":
+            return self._python(spec, label)
         if spec.source is not None:
             if spec.source.file is not None:
                 path = (self.project_dir / node.yml_path).parent / spec.source.file
-                sql_file = str(path.resolve().relative_to(self.project_dir.resolve())) \
+                source_file = str(path.resolve().relative_to(self.project_dir.resolve())) \
                     if path.resolve().is_relative_to(self.project_dir.resolve()) else str(path.resolve())
                 try:
                     text = path.read_text(encoding="utf-8")
@@ -309,7 +318,7 @@ class _NodeBuilder:
             try:
                 sql = self.context.render(text, host, relations)
             except (SqlError, RefError) as exc:
-                self.problems.add(node, label, f"{'source.file' if sql_file else 'source.code'}: {exc}")
+                self.problems.add(node, label, f"{'source.file' if source_file else 'source.code'}: {exc}")
                 return None
         elif node.resource_type == "analysis":
             sql = self.compiled.get(node.unique_id) or node.data.get("compiled_code") or ""
@@ -347,7 +356,7 @@ class _NodeBuilder:
             relations = [node.unique_id]
             source_kind = "model"
         if source_kind in ("model", "table_function"):
-            return sql, source_kind, relations, sql_file  # generated here: its $params are the declared ones
+            return sql, source_kind, relations, source_file  # generated here: its $params are the declared ones
         try:
             sql = single_statement(sql)
             used = find_parameters(sql)
@@ -364,7 +373,23 @@ class _NodeBuilder:
             self.problems.add(node, label, f"parameter(s) {', '.join(unused)} are declared but the SQL never uses "
                                            "them (write $name where the value belongs)")
             return None
-        return sql, source_kind, relations, sql_file
+        return sql, source_kind, relations, source_file
+
+    def _python(self, spec: ToolSpec | ResourceSpec, label: str) -> tuple[str, str, list[str], str | None] | None:
+        node = self.node
+        if spec.source is None or spec.source.file is None or not spec.source.file.endswith(".py"):
+            self.problems.add(node, label, "a Python endpoint needs source.file naming a .py file (relative to "
+                                           f"{node.yml_path})")
+            return None
+        if isinstance(spec, ResourceSpec) and not spec.name:
+            self.problems.add(node, label, "a Python resource needs a name: its function is named like it")
+            return None
+        path = ((self.project_dir / node.yml_path).parent / spec.source.file).resolve()
+        if not path.is_file():
+            self.problems.add(node, label, f"source.file {spec.source.file!r} not found (looked for {path})")
+            return None
+        root = self.project_dir.resolve()
+        return "", "python", [], str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
     # -- types -----------------------------------------------------------------------------------
 

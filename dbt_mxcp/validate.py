@@ -22,6 +22,10 @@ _SAMPLES = {"date": "2024-01-01", "time": "12:00:00", "date-time": "2024-01-01T0
             "duration": "P1D"}
 
 
+# yml files at the project root that `dbt parse` does not read.
+NOT_DBT_INPUTS = {"mxcp.yml", "profiles.yml", "packages.yml", "package-lock.yml", "dependencies.yml"}
+
+
 @dataclass(frozen=True)
 class Finding:
     """One result of validation: an error fails `validate`; a warning is shown."""
@@ -58,11 +62,11 @@ def _project_files(loaded: Loaded) -> Iterator[Path]:
         here = Path(dirpath)
         dirnames[:] = [d for d in dirnames if not d.startswith(".") and here / d not in skip]
         for name in filenames:
-            if name.endswith((".yml", ".yaml")):
+            if name.endswith((".yml", ".yaml")) and (here != root or name not in NOT_DBT_INPUTS):
                 yield here / name
     for e in loaded.registry.all(include_disabled=True):
-        if e.sql_file:
-            path = root / e.sql_file
+        if e.source_file:
+            path = root / e.source_file
             if path.is_file():
                 yield path
 
@@ -86,11 +90,74 @@ def sample_value(t: TypeDef) -> Any:
     return {}
 
 
+def _samples(endpoint: Endpoint) -> dict[str, Any]:
+    return {p.name: to_bind_value(p, sample_value(p)) for p in endpoint.parameters}
+
+
+def check_python(loaded: Loaded, endpoint: Endpoint) -> Iterator[Finding]:
+    """Load a Python endpoint's function and check it takes the declared parameters."""
+    import inspect
+
+    from .python_endpoints import load_function
+
+    try:
+        function = load_function(loaded.project.project_dir / (endpoint.source_file or ""), str(endpoint.spec.name))
+    except CallError as exc:
+        yield Finding("error", _where(endpoint), str(exc))
+        return
+    signature = inspect.signature(function)
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values())
+    missing = [p.name for p in endpoint.parameters if p.name not in signature.parameters and not takes_any]
+    if missing:
+        yield Finding("error", _where(endpoint), f"function {function.__name__}() takes no parameter(s) "
+                                                 f"{', '.join(missing)} that the endpoint declares")
+    declared = {p.name for p in endpoint.parameters}
+    required = [n for n, p in signature.parameters.items() if p.default is p.empty and p.kind in (
+        p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in declared]
+    if required:
+        yield Finding("error", _where(endpoint), f"function {function.__name__}() requires {', '.join(required)}, "
+                                                 "which the endpoint does not declare")
+
+
+def check_write(loaded: Loaded, endpoint: Endpoint) -> Iterator[Finding]:
+    """Plan (EXPLAIN, never run) a write endpoint's SQL against the writes database."""
+    import duckdb
+
+    cfg = loaded.settings.writes
+    if not cfg.enabled:
+        yield Finding("warning", _where(endpoint), "not checked: writes are disabled in mxcp.yml")
+        return
+    import shutil
+    import tempfile
+
+    path = loaded.project.project_dir / cfg.path
+    with tempfile.TemporaryDirectory(prefix="dbt-mxcp-validate-") as scratch:
+        # A scratch copy of the writes database (DuckDB plans no DML on a read-only one), or a fresh
+        # one; `init_sql` runs as the server runs it. The real database is never touched.
+        copy = Path(scratch) / path.name
+        if path.is_file():
+            shutil.copyfile(path, copy)
+        try:
+            conn = duckdb.connect(str(copy))
+        except duckdb.Error as exc:
+            yield Finding("warning", _where(endpoint), f"not checked: cannot open the writes database ({exc})")
+            return
+        try:
+            if cfg.init_sql:
+                conn.execute(cfg.init_sql)
+            conn.execute(f"EXPLAIN {endpoint.sql}", _samples(endpoint))
+        except duckdb.Error as exc:
+            yield Finding("error", _where(endpoint), f"SQL does not prepare against the writes database: "
+                                                     f"{str(exc).splitlines()[0]}")
+        finally:
+            conn.close()
+
+
 def check_endpoint(warehouse: Warehouse, endpoint: Endpoint) -> Iterator[Finding]:
     """Prepare the endpoint's SQL and compare its result columns with the return type."""
     if endpoint.sql is None:
         return
-    params = {p.name: to_bind_value(p, sample_value(p)) for p in endpoint.parameters}
+    params = _samples(endpoint)
     cursor = warehouse.cursor()
     try:
         columns = describe(cursor, as_subquery(endpoint.sql), params)
@@ -158,6 +225,11 @@ def check_warehouse(loaded: Loaded, *, lock_wait: float = 10.0) -> Iterator[Find
         return
     try:
         for endpoint in loaded.registry.all():
-            yield from check_endpoint(warehouse, endpoint)
+            if endpoint.source_kind == "python":
+                yield from check_python(loaded, endpoint)
+            elif getattr(endpoint.spec, "access", "read") == "write":
+                yield from check_write(loaded, endpoint)
+            else:
+                yield from check_endpoint(warehouse, endpoint)
     finally:
         warehouse.close()

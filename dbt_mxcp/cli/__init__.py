@@ -148,7 +148,14 @@ def run(kind: str, name: str, params: tuple[str, ...], user_json: str | None, fl
     if loaded.problems:
         raise RegistryError(loaded.problems)
     warehouse = Warehouse(loaded.require_warehouse(), lock_wait=lock_wait) if kind != "prompt" else None
-    pipeline = Pipeline(loaded.registry, warehouse)
+    writes = None
+    if loaded.settings.writes.enabled:
+        from ..writes import WriteDatabase
+
+        root = loaded.project.project_dir
+        cfg = loaded.settings.writes
+        writes = WriteDatabase(root / cfg.path, root / cfg.publish_path, cfg.init_sql)
+    pipeline = Pipeline(loaded.registry, warehouse, loaded.settings.engine_limits(), loaded.settings, writes)
     try:
         if kind == "resource":
             if params:
@@ -173,6 +180,8 @@ def run(kind: str, name: str, params: tuple[str, ...], user_json: str | None, fl
     finally:
         if warehouse is not None:
             warehouse.close()
+        if writes is not None:
+            writes.close()
     emit_json(outcome.value)
     if outcome.truncated:
         line(f"Warning: result truncated. {outcome.note}", "warning", err=True)

@@ -6,6 +6,7 @@ policy failures become `isError` results the model can read; an unknown tool is 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import weakref
@@ -29,7 +30,7 @@ from .. import __version__
 from ..engine import Interrupter
 from ..errors import CallError
 from ..jsonvalues import dumps
-from ..pipeline import Outcome, parse_text_value
+from ..pipeline import Outcome, Reporter, parse_text_value
 from ..registry import Endpoint
 from .live import LiveProject
 
@@ -99,9 +100,12 @@ def tool_of(endpoint: Endpoint) -> types.Tool:
     spec = endpoint.spec
     hints = getattr(spec, "annotations", None)
     declared = hints.model_dump(exclude_none=True) if hints is not None else {}
-    # SQL endpoints read from a read-only warehouse: they change nothing and see a closed world.
-    annotations = {"readOnlyHint": True, "destructiveHint": False, "idempotentHint": True,
-                   "openWorldHint": False, **declared}
+    if getattr(spec, "access", "read") == "write":
+        defaults = {"readOnlyHint": False, "destructiveHint": True, "idempotentHint": False, "openWorldHint": False}
+    else:
+        # Reads run on a read-only warehouse: they change nothing and see a closed world.
+        defaults = {"readOnlyHint": True, "destructiveHint": False, "idempotentHint": True, "openWorldHint": False}
+    annotations = {**defaults, **declared}
     return types.Tool.model_validate({
         "name": endpoint.name,
         "title": getattr(spec, "title", None) or annotations.get("title"),
@@ -110,6 +114,24 @@ def tool_of(endpoint: Endpoint) -> types.Tool:
         "outputSchema": output_schema(endpoint),
         "annotations": annotations,
     })
+
+
+class _SessionReporter:
+    """Progress and log messages from a call's worker thread to its MCP client."""
+
+    def __init__(self, ctx: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._ctx = ctx
+        self._loop = loop
+
+    def progress(self, done: float, total: float | None, message: str | None) -> None:
+        asyncio.run_coroutine_threadsafe(self._ctx.session.report_progress(done, total, message), self._loop)
+
+    def log(self, level: str, message: str) -> None:
+        if self._ctx.protocol_version == MODERN:
+            return  # 2026-07-28 deprecates server log notifications; the server log has it
+        coro = self._ctx.session.send_log_message(level, message, logger="dbt_mxcp.endpoint",
+                                                  related_request_id=self._ctx.request_id)
+        asyncio.run_coroutine_threadsafe(coro, self._loop)
 
 
 def _page(items: Sequence[T], cursor: str | None) -> tuple[Sequence[T], str | None]:
@@ -125,12 +147,16 @@ def _page(items: Sequence[T], cursor: str | None) -> tuple[Sequence[T], str | No
 class McpAdapter:
     """Builds the SDK server for a live project and tells clients when its endpoints change."""
 
-    def __init__(self, live: LiveProject, *, name: str | None = None, instructions: str | None = None) -> None:
+    def __init__(self, live: LiveProject) -> None:
         self.live = live
-        self.name = name or f"dbt-mxcp ({live.current.loaded.project.name})"
-        self.instructions = instructions if instructions is not None else self._default_instructions()
+        settings = live.current.loaded.settings.server
+        self.name = settings.name or f"dbt-mxcp ({live.current.loaded.project.name})"
+        self.instructions = settings.instructions or self._default_instructions()
         self.bus = InMemorySubscriptionBus()
         self._legacy_sessions: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.in_flight = 0
+        self.draining = False
+        self._idle = anyio.Event()
         self.server = self._build()
 
     def _default_instructions(self) -> str | None:
@@ -182,18 +208,62 @@ class McpAdapter:
 
     # -- running a call off the event loop -----------------------------------------------------
 
-    async def _run(self, call: Callable[[Interrupter], Outcome]) -> Outcome:
-        interrupter = Interrupter()
+    async def drain(self, timeout: float) -> None:
+        """Refuse new calls and wait (up to `timeout` s) for the calls in flight to finish."""
+        self.draining = True
+        if self.in_flight:
+            with anyio.move_on_after(timeout):
+                await self._idle.wait()
+
+    async def _run(self, ctx: Any, call: Callable[[Interrupter, Reporter], Outcome]) -> Outcome:
+        if self.draining:
+            raise MCPError(types.INTERNAL_ERROR, "the server is shutting down; retry on another instance")
+        self.in_flight += 1
         try:
-            return await anyio.to_thread.run_sync(call, interrupter, abandon_on_cancel=True)
+            return await self._run_call(ctx, call)
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0 and self.draining:
+                self._idle.set()
+
+    async def _run_call(self, ctx: Any, call: Callable[[Interrupter, Reporter], Outcome]) -> Outcome:
+        interrupter = Interrupter()
+        reporter = _SessionReporter(ctx, asyncio.get_running_loop())
+        try:
+            if not (ctx.meta and ctx.meta.get("progress_token") is not None):
+                return await anyio.to_thread.run_sync(call, interrupter, reporter, abandon_on_cancel=True)
+            failure: CallError | None = None
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._tick, ctx)
+                try:
+                    outcome = await anyio.to_thread.run_sync(call, interrupter, reporter, abandon_on_cancel=True)
+                except CallError as exc:
+                    failure = exc  # raised outside the task group, not wrapped in an exception group
+                finally:
+                    tg.cancel_scope.cancel()
+            if failure is not None:
+                raise failure
+            return outcome
         except anyio.get_cancelled_exc_class():
             interrupter.interrupt()  # MCP cancellation: stop the DuckDB query too
+            log.info("call cancelled: its query was interrupted")
             raise
+
+    @staticmethod
+    async def _tick(ctx: Any) -> None:
+        """Progress for a long call whose client asked for it: seconds elapsed, each second."""
+        elapsed = 0
+        while True:
+            await anyio.sleep(1)
+            elapsed += 1
+            await ctx.session.report_progress(elapsed, None, f"running for {elapsed} s")
 
     # -- tools ---------------------------------------------------------------------------------
 
     async def _list_tools(self, ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
-        tools = [tool_of(e) for e in self.live.current.registry.all("tool")]
+        writes_on = self.live.writes is not None  # write tools are served only when writes are enabled
+        tools = [tool_of(e) for e in self.live.current.registry.all("tool")
+                 if writes_on or getattr(e.spec, "access", "read") != "write"]
         page, cursor = _page(tools, params.cursor if params else None)
         return types.ListToolsResult(tools=list(page), next_cursor=cursor)
 
@@ -204,7 +274,7 @@ class McpAdapter:
                 raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {params.name}")
             arguments = params.arguments if params.arguments is not None else {}
             try:
-                outcome = await self._run(lambda i: served.pipeline.call(endpoint, arguments, None, i))
+                outcome = await self._run(ctx, lambda i, r: served.pipeline.call(endpoint, arguments, None, i, r))
             except CallError as exc:
                 return types.CallToolResult(content=[types.TextContent(type="text", text=str(exc))], is_error=True)
         value = wire_value(endpoint, outcome)
@@ -238,7 +308,7 @@ class McpAdapter:
             if match is None:
                 raise MCPError(self._not_found_code(ctx), f"Resource not found: {uri}", {"uri": uri})
             try:
-                outcome = await self._run(lambda i: served.pipeline.read_resource(uri, None, i))
+                outcome = await self._run(ctx, lambda i, r: served.pipeline.read_resource(uri, None, i, r))
             except CallError as exc:
                 code = self._not_found_code(ctx) if exc.kind == "not_found" else types.INVALID_PARAMS \
                     if exc.kind == "invalid_arguments" else types.INTERNAL_ERROR

@@ -15,13 +15,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..engine import Limits
 from ..errors import MxcpError, RegistryError
 from ..load import Loaded, load
 from ..pipeline import Pipeline
 from ..project import Flags
 from ..registry import Registry
+from ..settings import SETTINGS_FILE
 from ..warehouse import Warehouse
+from ..writes import WriteDatabase, publisher
 from .snapshot import SNAPSHOT_DIR, Busy, Version, prune, publish, version_of
 
 log = logging.getLogger("dbt_mxcp.server")
@@ -59,14 +60,15 @@ def _stamp(path: Path) -> tuple[int, int] | None:
 class LiveProject:
     """Loads a dbt project for serving and reloads it when dbt or the endpoint files change."""
 
-    def __init__(self, flags: Flags, *, limits: Limits | None = None, lock_wait: float = 10.0) -> None:
+    def __init__(self, flags: Flags, *, lock_wait: float = 10.0) -> None:
         self.flags = flags
-        self.limits = limits or Limits()
         self.lock_wait = lock_wait
         self._current: Served | None = None
         self._swap = threading.Lock()
         self._rejected: dict[Path, tuple[int, int] | None] | None = None
         self.last_error: str | None = None
+        self.writes: WriteDatabase | None = None
+        self._stop_publisher = threading.Event()
 
     # -- access ------------------------------------------------------------------------------------
 
@@ -98,6 +100,13 @@ class LiveProject:
     def start(self) -> Served:
         """Load for the first time; a configuration or declaration problem is raised."""
         served = self._build(generation=1, previous=None, wait=True)
+        writes = served.loaded.settings.writes
+        if writes.enabled:
+            root = served.loaded.project.project_dir
+            self.writes = WriteDatabase(root / writes.path, root / writes.publish_path, writes.init_sql)
+            served.pipeline.writes = self.writes
+            threading.Thread(target=publisher, args=(self.writes, 1.0, self._stop_publisher), daemon=True,
+                             name="dbt-mxcp-writes-publisher").start()
         self._current = served
         return served
 
@@ -128,7 +137,10 @@ class LiveProject:
         return True
 
     def close(self) -> None:
-        """Close the current state's warehouse."""
+        """Close the current state's warehouse, and publish and close the writes database."""
+        self._stop_publisher.set()
+        if self.writes is not None:
+            self.writes.close()
         if self._current is not None:
             self._retire(self._current)
 
@@ -146,11 +158,11 @@ class LiveProject:
 
     def _watch_list(self, loaded: Loaded) -> list[Path]:
         target = loaded.project.target_path
-        paths = [target / "manifest.json", target / "mxcp_registry.json"]
+        paths = [target / "manifest.json", target / "mxcp_registry.json", loaded.project.project_dir / SETTINGS_FILE]
         if loaded.warehouse is not None and loaded.warehouse.path not in (":memory:",):
             paths.append(Path(loaded.warehouse.path))
         root = loaded.project.project_dir
-        paths += [root / e.sql_file for e in loaded.registry.all(include_disabled=True) if e.sql_file]
+        paths += [root / e.source_file for e in loaded.registry.all(include_disabled=True) if e.source_file]
         return paths
 
     def _build(self, generation: int, previous: Served | None, wait: bool) -> Served:
@@ -172,8 +184,9 @@ class LiveProject:
             warehouse.connection()  # fail now, not on the first call
         keep = {snapshot} | ({previous.snapshot} if previous is not None and previous.snapshot else set())
         prune(loaded.project.target_path / SNAPSHOT_DIR, keep)
-        return Served(generation, loaded, Pipeline(loaded.registry, warehouse, self.limits), warehouse, snapshot,
-                      version, watched)
+        pipeline = Pipeline(loaded.registry, warehouse, loaded.settings.engine_limits(), loaded.settings,
+                            self.writes)
+        return Served(generation, loaded, pipeline, warehouse, snapshot, version, watched)
 
     def _publish(self, source: Path, root: Path, wait: bool) -> Path:
         import time

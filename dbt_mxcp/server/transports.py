@@ -8,7 +8,10 @@ state and tells clients the lists changed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import signal
+from collections.abc import Callable, Generator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -32,15 +35,43 @@ async def watch(adapter: McpAdapter, live: LiveProject, interval: float) -> None
             await adapter.notify_changed()
 
 
+SHUTDOWN_GRACE = 30.0  # seconds in-flight calls get to finish after SIGTERM
+
+
+async def _on_signal(adapter: McpAdapter, stop: Callable[[], None]) -> None:
+    """On SIGTERM or SIGINT: refuse new calls, let in-flight ones finish, then `stop`."""
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("%s: finishing %d call(s) in flight, then exiting", signal.Signals(signum).name,
+                     adapter.in_flight)
+            await adapter.drain(SHUTDOWN_GRACE)
+            stop()
+            return
+
+
 async def serve_stdio(adapter: McpAdapter, live: LiveProject, interval: float) -> None:
-    """Serve one client over stdin/stdout until it closes stdin."""
+    """Serve one client over stdin/stdout until it closes stdin (or SIGTERM, after in-flight calls)."""
     from mcp.server.stdio import stdio_server
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(watch, adapter, live, interval)
+        tg.start_soon(_on_signal, adapter, tg.cancel_scope.cancel)
         async with stdio_server() as (read_stream, write_stream):
             await adapter.server.run(read_stream, write_stream, adapter.server.create_initialization_options())
         tg.cancel_scope.cancel()
+
+
+def _uvicorn_server_class() -> Any:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn, minus its own signal handling: ours drains in-flight MCP calls first."""
+
+        @contextmanager
+        def capture_signals(self) -> Generator[None, None, None]:
+            yield
+
+    return Server
 
 
 def _allowed(host: str, port: int, extra_hosts: Sequence[str], extra_origins: Sequence[str],
@@ -70,9 +101,9 @@ async def serve_http(adapter: McpAdapter, live: LiveProject, *, host: str, port:
 
     async def readyz(request: Request) -> JSONResponse:
         served = live.current
-        body = {"status": "ready", "generation": served.generation,
+        body = {"status": "draining" if adapter.draining else "ready", "generation": served.generation,
                 "endpoints": sum(1 for _ in served.registry.all()), "reload_error": live.last_error}
-        return JSONResponse(body)
+        return JSONResponse(body, status_code=503 if adapter.draining else 200)
 
     hosts, origins = _allowed(host, port, allowed_hosts, allowed_origins)
     security = TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts,
@@ -82,10 +113,11 @@ async def serve_http(adapter: McpAdapter, live: LiveProject, *, host: str, port:
         custom_starlette_routes=[Route("/healthz", healthz), Route("/readyz", readyz)],
     )
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
-                            timeout_graceful_shutdown=30)
-    server = uvicorn.Server(config)
+                            timeout_graceful_shutdown=int(SHUTDOWN_GRACE))
+    server = _uvicorn_server_class()(config)
     log.info("serving MCP at http://%s:%d/mcp", host if ":" not in host else f"[{host}]", port)
     async with anyio.create_task_group() as tg:
         tg.start_soon(watch, adapter, live, interval)
+        tg.start_soon(_on_signal, adapter, lambda: setattr(server, "should_exit", True))
         await server.serve()
         tg.cancel_scope.cancel()

@@ -63,3 +63,15 @@ def test_every_environment_variable_is_documented() -> None:
     docs = "".join(p.read_text() for p in DOCS.glob("*.md"))
     missing = sorted(v for v in used if v not in docs)
     assert not missing, f"undocumented environment variables: {missing}"
+
+
+def test_every_setting_is_documented() -> None:
+    from dbt_mxcp import settings
+
+    text = (DOCS / "settings.md").read_text()
+    missing = []
+    for section, field in settings.Settings.model_fields.items():
+        model = field.annotation
+        assert isinstance(model, type) and issubclass(model, BaseModel)
+        missing += [f"{section}.{name}" for name in model.model_fields if f"`{section}.{name}`" not in text]
+    assert not missing, f"docs/settings.md does not document {missing}"

@@ -1,0 +1,96 @@
+"""`mxcp.yml` at the dbt project root: server settings, with per-target overrides.
+
+```yaml
+server: {name: Shop data, instructions: Answer questions about orders.}
+limits: {max_rows: 1000, max_bytes: 10000000, timeout: 30}
+writes: {enabled: true, path: "{{ env_var('MXCP_WRITES', 'target/mxcp_writes.duckdb') }}"}
+targets:            # keyed by dbt target, like profiles.yml; merged over the settings above
+  prod:
+    limits: {max_rows: 200}
+```
+Strings may use ``{{ env_var('X', 'default') }}`` and ``{{ var('x') }}``. Unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .engine import Limits
+from .errors import ConfigError
+from .project import read_yaml, render_jinja
+
+SETTINGS_FILE = "mxcp.yml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Strict):
+    """What the MCP server tells clients about itself."""
+
+    name: str | None = None
+    instructions: str | None = None
+
+
+class LimitSettings(_Strict):
+    """Caps for every call; an endpoint's own caps can only be lower."""
+
+    max_rows: int = Field(default=1000, ge=1)
+    max_bytes: int = Field(default=10_000_000, ge=1)
+    timeout: float = Field(default=30.0, gt=0)
+
+
+class WriteSettings(_Strict):
+    """The separate database that `access: write` endpoints change (never dbt's warehouse)."""
+
+    enabled: bool = False
+    path: str = "target/mxcp_writes.duckdb"
+    publish_path: str = "target/mxcp_writes_published.duckdb"
+    init_sql: str | None = None  # run when the database opens, e.g. `create table if not exists ...`
+
+
+class Settings(_Strict):
+    """All of `mxcp.yml` for one target."""
+
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    writes: WriteSettings = Field(default_factory=WriteSettings)
+
+    def engine_limits(self) -> Limits:
+        """The global limits as the engine takes them."""
+        return Limits(max_rows=self.limits.max_rows, max_bytes=self.limits.max_bytes, timeout=self.limits.timeout)
+
+
+def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key),
+                                                                                          Mapping) else value
+    return out
+
+
+def load_settings(project_dir: Path, target: str | None, variables: Mapping[str, Any]) -> Settings:
+    """The settings for `target` from `<project>/mxcp.yml`; defaults when there is no file."""
+    path = project_dir / SETTINGS_FILE
+    if not path.is_file():
+        return Settings()
+    raw = read_yaml(path) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must be a mapping of settings")
+    targets = raw.pop("targets", None) or {}
+    if not isinstance(targets, dict):
+        raise ConfigError(f"{path}: `targets` must map dbt target names to settings")
+    merged = _merge(raw, targets.get(target) or {}) if target else raw
+    try:
+        return Settings.model_validate(render_jinja(merged, variables))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except ValidationError as exc:
+        from .endpoints import format_validation_error
+
+        raise ConfigError(f"{path}: {format_validation_error(exc)}") from None

@@ -1,0 +1,41 @@
+"""mxcp.yml: defaults, per-target overrides, env_var rendering, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dbt_mxcp.errors import ConfigError
+from dbt_mxcp.settings import load_settings
+
+
+def test_defaults_without_a_file(tmp_path: Path) -> None:
+    settings = load_settings(tmp_path, "dev", {})
+    assert settings.limits.max_rows == 1000 and settings.writes.enabled is False
+
+
+def test_target_section_merges_over_the_top_level(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MXCP_TEST_ROWS", "250")
+    (tmp_path / "mxcp.yml").write_text(
+        "limits: {max_rows: \"{{ env_var('MXCP_TEST_ROWS') }}\", timeout: 5}\n"
+        "server: {name: \"{{ var('label', 'Shop') }}\"}\n"
+        "targets:\n  prod:\n    limits: {timeout: 2}\n")
+    dev = load_settings(tmp_path, "dev", {})
+    prod = load_settings(tmp_path, "prod", {"label": "Prod shop"})
+    assert (dev.limits.max_rows, dev.limits.timeout, dev.server.name) == (250, 5, "Shop")
+    assert (prod.limits.max_rows, prod.limits.timeout, prod.server.name) == (250, 2, "Prod shop")
+    assert prod.engine_limits().timeout == 2
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("limits: {max_row: 5}\n", "limits.max_row: unknown key"),
+    ("limits: {timeout: -1}\n", "limits.timeout"),
+    ("writes: {enabled: \"{{ env_var('MXCP_NOT_SET') }}\"}\n", "MXCP_NOT_SET is not set"),
+    ("- a list\n", "must be a mapping"),
+])
+def test_bad_settings_name_the_problem(tmp_path: Path, text: str, fragment: str) -> None:
+    (tmp_path / "mxcp.yml").write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(tmp_path, "dev", {})
+    assert fragment in str(info.value) and "mxcp.yml" in str(info.value)
