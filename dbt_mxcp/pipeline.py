@@ -122,8 +122,8 @@ class Pipeline:
         checkers = self._checkers.setdefault(id(endpoint), _Checkers(endpoint))
         args = self._arguments(endpoint, checkers, arguments, caller)
         outcome = Outcome(endpoint, args, None)
-        variables = activation(caller, args)
-        check_input(endpoint.input_rules, variables, outcome.decisions)
+        if endpoint.input_rules:
+            check_input(endpoint.input_rules, activation(caller, args), outcome.decisions)
         if endpoint.kind == "prompt":
             outcome.value = render_messages(endpoint.spec, args)  # type: ignore[arg-type]
             return outcome
@@ -144,7 +144,8 @@ class Pipeline:
                 raise CallError("invalid_result", "the result does not match the declared return type: "
                                 + "; ".join(problems[:5]))
         if endpoint.output_rules:
-            variables = activation(caller, args, outcome.value, with_response=True)
+            reads_response = any(r.reads_response for r in endpoint.output_rules)
+            variables = activation(caller, args, outcome.value, with_response=reads_response)
             outcome.value = apply_output(endpoint.output_rules, variables, outcome.value,
                                          endpoint.sensitive_paths, outcome.decisions)
         return outcome

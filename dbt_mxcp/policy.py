@@ -7,6 +7,7 @@ cannot be evaluated never lets a call through, and never leaves a field unmasked
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -28,6 +29,11 @@ class CompiledRule:
 
     rule: PolicyRule
     program: Any = field(repr=False, compare=False)
+
+    @property
+    def reads_response(self) -> bool:
+        """Whether the condition names `response` (converting a large result for CEL is not free)."""
+        return re.search(r"\bresponse\b", self.rule.condition) is not None
 
 
 def compile_rules(rules: Sequence[PolicyRule], phase: str) -> tuple[CompiledRule, ...]:

@@ -194,6 +194,8 @@ def run(kind: str, name: str, params: tuple[str, ...], user_json: str | None, fl
 @click.option("--host", default="127.0.0.1", show_default=True, help="HTTP: address to bind.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="HTTP: port.")
 @click.option("--stateless", is_flag=True, help="HTTP: no sessions for 2025-11-25 clients (for load balancers).")
+@click.option("--json-response", is_flag=True,
+              help="HTTP: answer with plain JSON instead of an event stream (faster; no progress notifications).")
 @click.option("--allow-host", "allow_hosts", multiple=True, metavar="HOST:PORT",
               help="HTTP: another Host header to accept (behind a proxy).")
 @click.option("--allow-origin", "allow_origins", multiple=True, metavar="ORIGIN",
@@ -204,7 +206,8 @@ def run(kind: str, name: str, params: tuple[str, ...], user_json: str | None, fl
               help="Print the MCP client configuration for this project and exit.")
 @lock_wait_option
 @handle_errors
-def serve(flags: Flags, transport: str, host: str, port: int, stateless: bool, allow_hosts: tuple[str, ...],
+def serve(flags: Flags, transport: str, host: str, port: int, stateless: bool, json_response: bool,
+          allow_hosts: tuple[str, ...],
           allow_origins: tuple[str, ...], poll_interval: float, print_config: str | None, lock_wait: float) -> None:
     """Serve the project's endpoints over MCP (stdio by default), reloading when dbt rebuilds."""
     if print_config is not None:
@@ -232,8 +235,8 @@ def serve(flags: Flags, transport: str, host: str, port: int, stateless: bool, a
             anyio.run(serve_stdio, adapter, live, poll_interval)
         else:
             anyio.run(lambda: serve_http(adapter, live, host=host, port=port, stateless=stateless,
-                                         interval=poll_interval, allowed_hosts=allow_hosts,
-                                         allowed_origins=allow_origins))
+                                         json_response=json_response, interval=poll_interval,
+                                         allowed_hosts=allow_hosts, allowed_origins=allow_origins))
     except KeyboardInterrupt:
         pass
     finally:

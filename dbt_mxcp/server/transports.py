@@ -84,7 +84,8 @@ def _allowed(host: str, port: int, extra_hosts: Sequence[str], extra_origins: Se
 
 
 async def serve_http(adapter: McpAdapter, live: LiveProject, *, host: str, port: int, stateless: bool,
-                     interval: float, allowed_hosts: Sequence[str] = (), allowed_origins: Sequence[str] = ()) -> None:
+                     interval: float, json_response: bool = False, allowed_hosts: Sequence[str] = (),
+                     allowed_origins: Sequence[str] = ()) -> None:
     """Serve MCP at http://HOST:PORT/mcp, with /healthz and /readyz, until SIGINT/SIGTERM.
 
     Host and Origin headers are checked against an allowlist (DNS rebinding); on SIGTERM the
@@ -109,7 +110,7 @@ async def serve_http(adapter: McpAdapter, live: LiveProject, *, host: str, port:
     security = TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts,
                                          allowed_origins=origins)
     app = adapter.server.streamable_http_app(
-        host=host, stateless_http=stateless, transport_security=security,
+        host=host, stateless_http=stateless, json_response=json_response, transport_security=security,
         custom_starlette_routes=[Route("/healthz", healthz), Route("/readyz", readyz)],
     )
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
