@@ -4,6 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
+# The MCP Inspector test runs the official Inspector CLI on node (from the npm registry).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
+fi
 VENV=$(mktemp -d /tmp/dbt-mxcp-tests.XXXXXX)
 trap 'rm -rf "$VENV"' EXIT
 "$PY" -m venv "$VENV"

@@ -342,8 +342,35 @@ def bench_example(runs: int, workdir: Path) -> dict[str, Any]:
 
 
 def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
-    imp = results["import"]
-    out: list[dict[str, Any]] = [
+    out: list[dict[str, Any]] = []
+    if "import" in results:
+        out += _import_rows(results["import"])
+    for run in (results.get("serving") or {}).get("stdio", []):
+        era = "2025-11-25" if run["mode"] == "legacy" else "2026-07-28"
+        out += [
+            {"metric": f"serve stdio {era}: tools/call p50", "value": run["p50_s"], "unit": "s",
+             "target": "<= 2 ms (issue)", "met": run["p50_s"] <= 0.002},
+            {"metric": f"serve stdio {era}: tools/call p95 / p99", "value":
+             f"{run['p95_s'] * 1000:.2f} / {run['p99_s'] * 1000:.2f} ms", "unit": "", "target": "", "met": None},
+            {"metric": f"serve stdio {era}: process start to first tool result", "value": run["start_to_first_s"],
+             "unit": "s", "target": "<= 0.8 s (issue)", "met": run["start_to_first_s"] <= 0.8},
+        ]
+    for run in (results.get("serving") or {}).get("http", []):
+        kind = "json responses" if run["json_response"] else "event-stream responses"
+        out += [
+            {"metric": f"serve http, 16 clients, {kind}: calls/s", "value": f"{run['calls_per_s']:.0f}",
+             "unit": "", "target": ">= 800 (issue)", "met": run["calls_per_s"] >= 800},
+            {"metric": f"serve http, 16 clients, {kind}: errors", "value": str(run["errors"]), "unit": "",
+             "target": "0", "met": run["errors"] == 0},
+            {"metric": f"serve http, {kind}: server peak RSS", "value": run["server_peak_rss_mb"], "unit": "MB",
+             "target": "<= 100 MB (issue)", "met": run["server_peak_rss_mb"] <= 100},
+        ]
+    out += _registry_rows(results)
+    return out
+
+
+def _import_rows(imp: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
         {"metric": "import dbt_mxcp (python -c, net of bare startup)", "value": imp["import_net_wall_s"],
          "unit": "s", "target": f"<= {IMPORT_TARGET_S:g} s (ours)", "met": imp["import_net_wall_s"] <= IMPORT_TARGET_S},
         {"metric": "import dbt_mxcp (-X importtime, cumulative)", "value": imp["import_importtime_s"],
@@ -357,6 +384,10 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         {"metric": "getattr(dbt_mxcp, 'plugins') after dbt is loaded", "value":
          imp["plugins"]["getattr_plugins_s"], "unit": "s", "target": "", "met": None},
     ]
+
+
+def _registry_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
     ex = results.get("example")
     if ex:
         overhead = ex["dbt_parse_plugin_on_s"] - ex["dbt_parse_plugin_off_s"]
@@ -374,7 +405,7 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             {"metric": "shop example: dbt-mxcp run tool get_customer (process)", "value": ex["run_tool_s"],
              "unit": "s", "target": "", "met": None},
         ]
-    for n, r in results["registry"].items():
+    for n, r in (results.get("registry") or {}).items():
         big = int(n) == REGISTRY_TARGET_SIZE
         target = f"< {REGISTRY_TARGET_S:g} s (issue)" if big else ""
         w, c = r["warm"], r["cold"]
@@ -441,11 +472,15 @@ def main() -> int:
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="model counts, comma-separated")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of build_registry (largest size)")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON results file (default {RESULTS})")
+    parser.add_argument("--only", default="import,example,serving,registry",
+                        help="sections to run, comma-separated (import, example, serving, registry)")
     args = parser.parse_args()
+    sections = set(args.only.split(","))
 
     sizes = tuple(int(s) for s in args.sizes.split(","))
     import_runs, plugin_runs, repeats, cold_runs = (7, 3, 3, 1) if args.quick else (21, 7, 5, 3)
     example_runs = 1 if args.quick else 3
+    serve_calls, http_calls = (300, 25) if args.quick else (1000, 100)
     started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="dbt-mxcp-bench-"))
     try:
@@ -453,12 +488,20 @@ def main() -> int:
                                    + (" --quick" if args.quick else ""),
                                    "settings": {"import_runs": import_runs, "plugin_runs": plugin_runs,
                                                 "repeats": repeats, "cold_runs": cold_runs, "sizes": sizes}}
-        progress(f"import dbt_mxcp: {import_runs} runs, plugins: {plugin_runs} runs")
-        results["import"] = bench_import(import_runs, plugin_runs, workdir)
-        progress(f"shop example: dbt parse and dbt-mxcp commands, {example_runs} runs each")
-        results["example"] = bench_example(example_runs, workdir)
-        progress(f"registry: sizes {sizes}, {repeats} warm repeats, {cold_runs} cold runs")
-        results["registry"] = bench_registry(sizes, repeats, cold_runs, workdir)
+        if "import" in sections:
+            progress(f"import dbt_mxcp: {import_runs} runs, plugins: {plugin_runs} runs")
+            results["import"] = bench_import(import_runs, plugin_runs, workdir)
+        if sections & {"example", "serving"}:
+            progress(f"shop example: dbt parse and dbt-mxcp commands, {example_runs} runs each")
+            results["example"] = bench_example(example_runs, workdir)
+        if "serving" in sections:
+            from serve import bench_serving
+
+            progress(f"serving: {serve_calls} stdio calls per era, 16 HTTP clients x {http_calls} calls")
+            results["serving"] = bench_serving(workdir / "shop", serve_calls, http_calls)
+        if "registry" in sections:
+            progress(f"registry: sizes {sizes}, {repeats} warm repeats, {cold_runs} cold runs")
+            results["registry"] = bench_registry(sizes, repeats, cold_runs, workdir)
         if args.profile:
             results["profile_build_registry"] = profile_build(workdir / f"synth_{max(sizes)}")
             print(results["profile_build_registry"])
@@ -471,7 +514,7 @@ def main() -> int:
     target_rows = [r for r in table if r["met"] is not None]
     missed = [r["metric"] for r in target_rows if not r["met"]]
     print()
-    if str(REGISTRY_TARGET_SIZE) in results["registry"]:
+    if str(REGISTRY_TARGET_SIZE) in (results.get("registry") or {}):
         r = results["registry"][str(REGISTRY_TARGET_SIZE)]
         for label, value in (("warm", r["warm"]["whole_s"]), ("cold", r["cold"]["whole_s"])):
             verdict = "UNDER" if value < REGISTRY_TARGET_S else "NOT under"

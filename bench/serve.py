@@ -46,7 +46,7 @@ async def _stdio_round_trips(project: Path, mode: str, calls: int) -> dict[str, 
 
     params = StdioServerParameters(command=str(BIN / "dbt-mxcp"), args=_server_args(project))
     started = time.perf_counter()
-    async with Client(params, mode=mode) as client:  # type: ignore[arg-type]
+    async with Client(params, mode=mode) as client:
         first = await client.call_tool(TOOL, ARGS)
         start_to_first = time.perf_counter() - started
         assert not first.is_error, first.content

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -22,6 +25,56 @@ class Limits:
     max_rows: int = 1000
     max_bytes: int = 10_000_000
     timeout: float = 30.0
+
+
+class _Watchdog:
+    """One thread for every deadline: calls `callback` when `deadline` passes unless cancelled first.
+
+    (A timer thread per call would cost more than many of the queries it watches.)
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._cancelled: set[int] = set()
+        self._ids = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, seconds: float, callback: Callable[[], None]) -> int:
+        """Arrange for `callback` in `seconds`; returns a token for `cancel`."""
+        token = next(self._ids)
+        with self._cond:
+            heapq.heappush(self._heap, (time.monotonic() + seconds, token, callback))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="dbt-mxcp-deadlines", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        return token
+
+    def cancel(self, token: int) -> None:
+        """The call finished in time."""
+        with self._cond:
+            self._cancelled.add(token)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap:
+                    self._cond.wait()
+                deadline, token, callback = self._heap[0]
+                if token in self._cancelled:
+                    heapq.heappop(self._heap)
+                    self._cancelled.discard(token)
+                    continue
+                wait = deadline - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+            callback()
+
+
+_watchdog = _Watchdog()
 
 
 class Interrupter:
@@ -70,9 +123,7 @@ def run_query(cursor: Any, sql: str, params: Mapping[str, Any], limits: Limits,
         expired.set()
         cursor.interrupt()
 
-    timer = threading.Timer(limits.timeout, interrupt)
-    timer.daemon = True
-    timer.start()
+    token = _watchdog.watch(limits.timeout, interrupt)
     try:
         cursor.execute(sql, dict(params))
         columns = [(d[0], str(d[1])) for d in cursor.description or []]
@@ -105,7 +156,7 @@ def run_query(cursor: Any, sql: str, params: Mapping[str, Any], limits: Limits,
                                        "interrupted; narrow it with more specific arguments") from None
         raise CallError("execution", f"query failed: {_first_line(str(exc))}") from None
     finally:
-        timer.cancel()
+        _watchdog.cancel(token)
 
 
 def _decode_json(value: Any) -> Any:
