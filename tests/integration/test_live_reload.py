@@ -92,3 +92,27 @@ async def test_dbt_run_while_serving(fresh_it_project: Project) -> None:
             assert not failures, f"{len(failures)} of {calls} calls failed during dbt run: {failures[:2]}"
             assert calls > 20
             assert changes, "no notifications/tools/list_changed reached the client"
+
+
+async def test_schema_yml_edit_served_after_dbt_parse(fresh_it_project: Project) -> None:
+    project = fresh_it_project
+    project.dbt("build")
+    path = project.path / "models" / "properties.yml"
+    with http_server(project) as base:
+        async with Client(f"{base}/mcp", mode="auto") as c:  # type: ignore[arg-type]
+            assert "team_by_name" not in {t.name for t in (await c.list_tools(cache_mode="refresh")).tools}
+            doc = yaml.safe_load(path.read_text())
+            model = next(m for m in doc["models"] if m["name"] == "team_stats")
+            model["config"]["meta"]["mxcp"]["tools"].append({
+                "name": "team_by_name", "description": "One team's stats.", "return": {"type": "object"},
+                "parameters": [{"name": "team", "type": "string", "description": "The team."}]})
+            path.write_text(yaml.safe_dump(doc, sort_keys=False))
+            await anyio.to_thread.run_sync(lambda: project.dbt("parse"))
+            started = time.monotonic()
+            names: set[str] = set()
+            while time.monotonic() - started < 10 and "team_by_name" not in names:
+                await anyio.sleep(0.2)
+                names = {t.name for t in (await c.list_tools(cache_mode="refresh")).tools}
+            assert "team_by_name" in names
+            result = await c.call_tool("team_by_name", {"team": "hr"})
+            assert result.structured_content is not None and result.structured_content["floor"] == 2

@@ -175,6 +175,22 @@ async def test_malformed_requests_get_clean_errors(it_project: Project) -> None:
             listed = await http.post(f"{base}/mcp", headers=session,
                                      json={"jsonrpc": "2.0", "id": 3, "method": "tools/list"})
             assert listed.status_code == 200 and "get_person" in listed.text
+            unknown = await http.post(f"{base}/mcp", headers=session,
+                                      json={"jsonrpc": "2.0", "id": 4, "method": "no/such_method"})
+            assert "-32601" in unknown.text
+
+
+def test_stdio_survives_garbage_lines(it_project: Project) -> None:
+    proc = subprocess.Popen([str(BIN / "dbt-mxcp"), "serve", "--project-dir", str(it_project.path),
+                             "--profiles-dir", str(it_project.path)], env=env(), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}
+    lines = [b"{not json\n", b"\xff\xfe garbage\n", b'{"jsonrpc": "2.0"}\n', json.dumps(init).encode() + b"\n"]
+    out, err = proc.communicate(b"".join(lines), timeout=60)
+    answers = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert any(a.get("id") == 1 and "result" in a for a in answers), (out, err)
+    assert b"Traceback" not in err
 
 
 def test_print_config_for_claude(it_project: Project) -> None:
