@@ -23,7 +23,7 @@ from ..registry import Registry
 from ..settings import SETTINGS_FILE
 from ..warehouse import Warehouse
 from ..writes import WriteDatabase, publisher
-from .snapshot import SNAPSHOT_DIR, Busy, Version, prune, publish, version_of
+from .snapshot import SNAPSHOT_DIR, Busy, Version, locked_by_other, prune, publish, version_of
 
 log = logging.getLogger("dbt_mxcp.server")
 
@@ -113,12 +113,14 @@ class LiveProject:
     def reload_if_changed(self) -> bool:
         """Reload when the manifest, the warehouse or an endpoint SQL file changed; True on a swap."""
         old = self.current
-        watched = self._watch_list(old.loaded)
-        if all(_stamp(p) == old.watched.get(p) for p in watched) and set(watched) == set(old.watched):
+        stamps = {p: _stamp(p) for p in old.watched}
+        if stamps == old.watched:
             return False
-        stamps = {p: _stamp(p) for p in watched}
         if stamps == self._rejected:
             return False  # already refused this exact state; wait for the next change
+        config = old.loaded.warehouse
+        if config is not None and locked_by_other(Path(config.path)):
+            return False  # dbt is still at work: reload once it has finished
         try:
             new = self._build(generation=old.generation + 1, previous=old, wait=False)
         except Busy:
@@ -166,8 +168,10 @@ class LiveProject:
         return paths
 
     def _build(self, generation: int, previous: Served | None, wait: bool) -> Served:
+        # Stamp what we know of before loading: a file that changes while we load is reloaded next tick.
+        watched = {p: _stamp(p) for p in (self._watch_list(previous.loaded) if previous else [])}
         loaded = load(self.flags, freeze=False)
-        watched = {p: _stamp(p) for p in self._watch_list(loaded)}
+        watched.update({p: _stamp(p) for p in self._watch_list(loaded) if p not in watched})
         if loaded.problems:
             raise RegistryError(loaded.problems)
         config = loaded.require_warehouse()
