@@ -6,12 +6,14 @@ output policies. Every step fails closed: anything it cannot decide is an error,
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
+from .audit.auditor import Auditor
 from .engine import Interrupter, Limits, QueryResult, run_query
 from .errors import CallError
 from .jsonvalues import to_json_value
@@ -72,12 +74,13 @@ class Pipeline:
     """Answers calls against one registry and one warehouse."""
 
     def __init__(self, registry: Registry, warehouse: Warehouse | None, limits: Limits | None = None,
-                 settings: Any = None, writes: WriteDatabase | None = None) -> None:
+                 settings: Any = None, writes: WriteDatabase | None = None, auditor: Auditor | None = None) -> None:
         self.registry = registry
         self.warehouse = warehouse
         self.limits = limits or Limits()
         self.settings = settings
         self.writes = writes
+        self.auditor = auditor
         self._checkers: dict[int, _Checkers] = {}
 
     def endpoint(self, kind: Kind, name: str) -> Endpoint:
@@ -95,7 +98,8 @@ class Pipeline:
         return self.call(self.endpoint("tool", name), arguments or {}, user)
 
     def read_resource(self, uri: str, user: Mapping[str, Any] | None = None,
-                      interrupter: Interrupter | None = None, reporter: Reporter | None = None) -> Outcome:
+                      interrupter: Interrupter | None = None, reporter: Reporter | None = None,
+                      transport: str = "cli") -> Outcome:
         """Read the resource at the concrete `uri` (its variables become the arguments)."""
         match = self.registry.match_resource(uri)
         if match is None:
@@ -108,7 +112,7 @@ class Pipeline:
                 arguments[key] = parse_text_value(by_name[key], text)
             except ValueError as exc:
                 raise CallError("invalid_arguments", f"uri variable '{key}': {exc}") from None
-        return self.call(endpoint, arguments, user, interrupter, reporter)
+        return self.call(endpoint, arguments, user, interrupter, reporter, transport)
 
     def get_prompt(self, name: str, arguments: Mapping[str, Any] | None,
                    user: Mapping[str, Any] | None = None) -> Outcome:
@@ -116,12 +120,37 @@ class Pipeline:
         return self.call(self.endpoint("prompt", name), arguments or {}, user)
 
     def call(self, endpoint: Endpoint, arguments: Mapping[str, Any], user: Mapping[str, Any] | None,
-             interrupter: Interrupter | None = None, reporter: Reporter | None = None) -> Outcome:
-        """Run one call of `endpoint` through every step of the pipeline."""
+             interrupter: Interrupter | None = None, reporter: Reporter | None = None,
+             transport: str = "cli") -> Outcome:
+        """Run one call of `endpoint` through every step of the pipeline, then audit it."""
+        started = time.perf_counter()
         caller = make_user(user)
+        decisions: list[Decision] = []
+        try:
+            outcome = self._call(endpoint, arguments, caller, decisions, interrupter, reporter)
+        except CallError as exc:
+            self._audit(endpoint, arguments, caller, transport, decisions, started, exc.kind, error=str(exc))
+            raise
+        except Exception as exc:  # a bug still gets its record before it surfaces
+            self._audit(endpoint, arguments, caller, transport, decisions, started, "internal_error",
+                        error=f"{type(exc).__name__}: {exc}")
+            raise
+        self._audit(endpoint, outcome.arguments, caller, transport, decisions, started, "ok",
+                    rows=outcome.row_count, affected_rows=outcome.affected_rows, truncated=outcome.truncated)
+        return outcome
+
+    def _audit(self, endpoint: Endpoint, arguments: Mapping[str, Any], caller: Mapping[str, Any], transport: str,
+               decisions: list[Decision], started: float, status: str, **details: Any) -> None:
+        if self.auditor is not None:
+            self.auditor.record(endpoint=endpoint, arguments=arguments if isinstance(arguments, Mapping) else {},
+                                user=caller, transport=transport, status=status, decisions=decisions,
+                                duration_ms=(time.perf_counter() - started) * 1000, **details)
+
+    def _call(self, endpoint: Endpoint, arguments: Mapping[str, Any], caller: Mapping[str, Any],
+              decisions: list[Decision], interrupter: Interrupter | None, reporter: Reporter | None) -> Outcome:
         checkers = self._checkers.setdefault(id(endpoint), _Checkers(endpoint))
         args = self._arguments(endpoint, checkers, arguments, caller)
-        outcome = Outcome(endpoint, args, None)
+        outcome = Outcome(endpoint, args, None, decisions=decisions)
         if endpoint.input_rules:
             check_input(endpoint.input_rules, activation(caller, args), outcome.decisions)
         if endpoint.kind == "prompt":
@@ -138,6 +167,7 @@ class Pipeline:
             if result.truncated:
                 outcome.truncated = True
                 outcome.note = truncation_note(endpoint, result, self._limits(endpoint))
+        checkers = self._checkers[id(endpoint)]
         if checkers.result is not None:
             problems = checkers.result.problems(outcome.value)
             if problems:

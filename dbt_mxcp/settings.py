@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -54,12 +54,26 @@ class WriteSettings(_Strict):
     init_sql: str | None = None  # run when the database opens, e.g. `create table if not exists ...`
 
 
+class AuditSettings(_Strict):
+    """The audit log: one record per call, written before the call is answered."""
+
+    enabled: bool = True
+    path: str | None = None  # default: mxcp_audit.jsonl under dbt's log-path
+    strict: bool = True
+    fsync: Literal["every", "interval", "os"] = "interval"
+    fsync_interval: float = Field(default=1.0, gt=0)
+    max_bytes: int = Field(default=100_000_000, ge=1000)
+    backups: int = Field(default=10, ge=1)
+    hmac_key: str | None = None  # default: a random key in mxcp_audit.key beside the log
+
+
 class Settings(_Strict):
     """All of `mxcp.yml` for one target."""
 
     server: ServerSettings = Field(default_factory=ServerSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     writes: WriteSettings = Field(default_factory=WriteSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
 
     def engine_limits(self) -> Limits:
         """The global limits as the engine takes them."""

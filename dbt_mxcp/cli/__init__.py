@@ -155,7 +155,10 @@ def run(kind: str, name: str, params: tuple[str, ...], user_json: str | None, fl
         root = loaded.project.project_dir
         cfg = loaded.settings.writes
         writes = WriteDatabase(root / cfg.path, root / cfg.publish_path, cfg.init_sql)
-    pipeline = Pipeline(loaded.registry, warehouse, loaded.settings.engine_limits(), loaded.settings, writes)
+    from ..audit.auditor import make_auditor
+
+    auditor = make_auditor(loaded.settings, loaded.project.log_path, loaded.project.project_dir)
+    pipeline = Pipeline(loaded.registry, warehouse, loaded.settings.engine_limits(), loaded.settings, writes, auditor)
     try:
         if kind == "resource":
             if params:
@@ -182,6 +185,8 @@ def run(kind: str, name: str, params: tuple[str, ...], user_json: str | None, fl
             warehouse.close()
         if writes is not None:
             writes.close()
+        if auditor is not None:
+            auditor.close()
     emit_json(outcome.value)
     if outcome.truncated:
         line(f"Warning: result truncated. {outcome.note}", "warning", err=True)
@@ -241,6 +246,57 @@ def serve(flags: Flags, transport: str, host: str, port: int, stateless: bool, j
         pass
     finally:
         live.close()
+
+
+@main.command("log")
+@dbt_flags
+@click.option("--since", help="Only calls since a duration ago (30m, 1h, 2d) or an ISO time.")
+@click.option("--endpoint", help="Only calls of this endpoint (tool or prompt name, resource URI template).")
+@click.option("--user", "user_filter", help="Only calls by this caller (id, email or name).")
+@click.option("--status", help="Only calls that ended so: ok, denied, policy_error, invalid_arguments, ...")
+@click.option("--decision", type=click.Choice(["deny", "mask_fields", "filter_fields", "filter_sensitive_fields",
+                                               "policy_error"]), help="Only calls where a policy rule did this.")
+@click.option("--output", "-o", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True)
+@click.option("--verify", is_flag=True, help="Check the hash chain instead; exit 1 if any record was altered.")
+@handle_errors
+def log_command(flags: Flags, since: str | None, endpoint: str | None, user_filter: str | None, status: str | None,
+                decision: str | None, output: str, verify: bool) -> None:
+    """Query the audit log (one record per call), or verify its hash chain."""
+    from ..audit.jsonl import iter_records
+    from ..audit.jsonl import verify as verify_chain
+    from ..audit.query import COLUMNS, Filters, flat, parse_since, select
+    from ..project import load_project
+    from ..settings import load_settings
+
+    project = load_project(flags)
+    cfg = load_settings(project.project_dir, flags.target, project.variables).audit
+    path = project.project_dir / cfg.path if cfg.path else project.log_path / "mxcp_audit.jsonl"
+    if verify:
+        result = verify_chain(path)
+        for problem in result.torn:
+            line(f"Warning: {problem}: a torn record (a write cut off by a crash); the chain continues", "warning")
+        for problem in result.broken:
+            line(f"Error: {problem}", "error")
+        if not result.ok:
+            line(f"Audit log {path}: {len(result.broken)} problem(s) in {result.records} records", "error")
+            sys.exit(1)
+        line(f"Audit log {path}: {result.records} records, hash chain intact", "ok")
+        return
+    filters = Filters(parse_since(since) if since else None, endpoint, user_filter, status, decision)
+    records = list(select(iter_records(path), filters))
+    if output == "json":
+        emit_json(records)
+    elif output == "csv":
+        import csv
+
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(COLUMNS))
+        writer.writeheader()
+        for record in records:
+            writer.writerow(flat(record))
+    else:
+        rows = [[str(flat(r)[c] if flat(r)[c] is not None else "") for c in COLUMNS[:-2]] + [
+            (flat(r)["error"] or "")[:60]] for r in records]
+        table(rows, [*COLUMNS[:-2], "error"])
 
 
 def _parse_user(text: str | None) -> dict[str, Any] | None:

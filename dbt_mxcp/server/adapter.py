@@ -156,6 +156,7 @@ class McpAdapter:
         self._legacy_sessions: weakref.WeakSet[Any] = weakref.WeakSet()
         self.in_flight = 0
         self.draining = False
+        self.transport = "stdio"  # set by the transport that runs the server; recorded in the audit log
         self._idle = anyio.Event()
         self.server = self._build()
 
@@ -274,7 +275,8 @@ class McpAdapter:
                 raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {params.name}")
             arguments = params.arguments if params.arguments is not None else {}
             try:
-                outcome = await self._run(ctx, lambda i, r: served.pipeline.call(endpoint, arguments, None, i, r))
+                outcome = await self._run(ctx, lambda i, r: served.pipeline.call(endpoint, arguments, None, i, r,
+                                                                                    self.transport))
             except CallError as exc:
                 return types.CallToolResult(content=[types.TextContent(type="text", text=str(exc))], is_error=True)
         value = wire_value(endpoint, outcome)
@@ -308,7 +310,8 @@ class McpAdapter:
             if match is None:
                 raise MCPError(self._not_found_code(ctx), f"Resource not found: {uri}", {"uri": uri})
             try:
-                outcome = await self._run(ctx, lambda i, r: served.pipeline.read_resource(uri, None, i, r))
+                outcome = await self._run(ctx, lambda i, r: served.pipeline.read_resource(uri, None, i, r,
+                                                                                             self.transport))
             except CallError as exc:
                 code = self._not_found_code(ctx) if exc.kind == "not_found" else types.INVALID_PARAMS \
                     if exc.kind == "invalid_arguments" else types.INTERNAL_ERROR
@@ -342,7 +345,7 @@ class McpAdapter:
                 for key, text in (params.arguments or {}).items():
                     # MCP sends prompt arguments as strings: convert them by the declared type.
                     arguments[key] = parse_text_value(declared[key], text) if key in declared else text
-                outcome = served.pipeline.call(endpoint, arguments, None)
+                outcome = served.pipeline.call(endpoint, arguments, None, transport=self.transport)
             except ValueError as exc:
                 raise MCPError(types.INVALID_PARAMS, f"invalid arguments: {exc}") from None
             except CallError as exc:

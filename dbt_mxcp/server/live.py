@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..audit.auditor import Auditor, make_auditor
 from ..errors import MxcpError, RegistryError
 from ..load import Loaded, load
 from ..pipeline import Pipeline
@@ -68,6 +69,7 @@ class LiveProject:
         self._rejected: dict[Path, tuple[int, int] | None] | None = None
         self.last_error: str | None = None
         self.writes: WriteDatabase | None = None
+        self.auditor: Auditor | None = None
         self._stop_publisher = threading.Event()
 
     # -- access ------------------------------------------------------------------------------------
@@ -100,6 +102,9 @@ class LiveProject:
     def start(self) -> Served:
         """Load for the first time; a configuration or declaration problem is raised."""
         served = self._build(generation=1, previous=None, wait=True)
+        project = served.loaded.project
+        self.auditor = make_auditor(served.loaded.settings, project.log_path, project.project_dir)
+        served.pipeline.auditor = self.auditor
         writes = served.loaded.settings.writes
         if writes.enabled:
             root = served.loaded.project.project_dir
@@ -143,6 +148,8 @@ class LiveProject:
         self._stop_publisher.set()
         if self.writes is not None:
             self.writes.close()
+        if self.auditor is not None:
+            self.auditor.close()
         if self._current is not None:
             self._retire(self._current)
 
@@ -189,7 +196,7 @@ class LiveProject:
         keep = {snapshot} | ({previous.snapshot} if previous is not None and previous.snapshot else set())
         prune(loaded.project.target_path / SNAPSHOT_DIR, keep)
         pipeline = Pipeline(loaded.registry, warehouse, loaded.settings.engine_limits(), loaded.settings,
-                            self.writes)
+                            self.writes, self.auditor)
         return Served(generation, loaded, pipeline, warehouse, snapshot, version, watched)
 
     def _publish(self, source: Path, root: Path, wait: bool) -> Path:

@@ -53,6 +53,7 @@ async def serve_stdio(adapter: McpAdapter, live: LiveProject, interval: float) -
     """Serve one client over stdin/stdout until it closes stdin (or SIGTERM, after in-flight calls)."""
     from mcp.server.stdio import stdio_server
 
+    adapter.transport = "stdio"
     async with anyio.create_task_group() as tg:
         tg.start_soon(watch, adapter, live, interval)
         tg.start_soon(_on_signal, adapter, tg.cancel_scope.cancel)
@@ -102,9 +103,13 @@ async def serve_http(adapter: McpAdapter, live: LiveProject, *, host: str, port:
 
     async def readyz(request: Request) -> JSONResponse:
         served = live.current
-        body = {"status": "draining" if adapter.draining else "ready", "generation": served.generation,
-                "endpoints": sum(1 for _ in served.registry.all()), "reload_error": live.last_error}
-        return JSONResponse(body, status_code=503 if adapter.draining else 200)
+        audit_error = live.auditor.last_error if live.auditor is not None and not live.auditor.healthy else None
+        status = "draining" if adapter.draining else "audit_failing" if audit_error else "ready"
+        body = {"status": status, "generation": served.generation, "endpoints": sum(1 for _ in served.registry.all()),
+                "reload_error": live.last_error, "audit_error": audit_error}
+        return JSONResponse(body, status_code=200 if status == "ready" else 503)
+
+    adapter.transport = "http"
 
     hosts, origins = _allowed(host, port, allowed_hosts, allowed_origins)
     security = TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts,

@@ -1,0 +1,88 @@
+"""The auditor: builds each call's record and writes it before the call is answered.
+
+Strict (the default): a call whose record cannot be written fails with an audit error, and the
+server reports itself not ready until a write succeeds again (Vault's rule). Not strict: the call
+is answered and the lost record is counted and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import CallError, ConfigError
+from ..policy import Decision
+from ..registry import Endpoint
+from .jsonl import AuditWriteError, JsonlSink
+from .records import make_record
+
+log = logging.getLogger("dbt_mxcp.audit")
+KEY_FILE = "mxcp_audit.key"
+
+
+def load_key(configured: str | None, log_dir: Path) -> bytes:
+    """The HMAC key for sensitive values: the configured one, else a random key kept beside the log (0600)."""
+    if configured:
+        return configured.encode("utf-8")
+    path = log_dir / KEY_FILE
+    if not path.exists():
+        log_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
+    return path.read_text().strip().encode("utf-8")
+
+
+class Auditor:
+    """Writes one record per call to its sink."""
+
+    def __init__(self, sink: JsonlSink, key: bytes, *, strict: bool = True) -> None:
+        self.sink = sink
+        self.key = key
+        self.strict = strict
+        self.healthy = True
+        self.last_error: str | None = None
+        self.lost = 0
+
+    def record(self, *, endpoint: Endpoint, arguments: Mapping[str, Any], user: Mapping[str, Any], transport: str,
+               status: str, decisions: Sequence[Decision], duration_ms: float, **details: Any) -> None:
+        """Write the record of one call; in strict mode a failed write fails the call."""
+        record = make_record(endpoint=endpoint, arguments=arguments, user=user, transport=transport, status=status,
+                             decisions=decisions, duration_ms=duration_ms, key=self.key, **details)
+        try:
+            self.sink.write(record)
+        except AuditWriteError as exc:
+            self.healthy = False
+            self.last_error = str(exc)
+            log.error("audit write failed (%s): %s", "call refused" if self.strict else "record lost", exc)
+            if self.strict:
+                raise CallError("audit_error", "the call was not answered because its audit record could not "
+                                               "be written; the server operator has been told") from None
+            self.lost += 1
+            return
+        self.healthy = True
+        self.last_error = None
+
+    def close(self) -> None:
+        """Flush and close the sink."""
+        self.sink.close()
+
+
+def make_auditor(settings: Any, log_path: Path, project_dir: Path) -> Auditor | None:
+    """The auditor `mxcp.yml` asks for (None when audit is off); a relative path is the project's."""
+    cfg = settings.audit
+    if not cfg.enabled:
+        return None
+    path = project_dir / cfg.path if cfg.path else log_path / "mxcp_audit.jsonl"
+    sink = JsonlSink(path, fsync=cfg.fsync, interval=cfg.fsync_interval, max_bytes=cfg.max_bytes,
+                     backups=cfg.backups)
+    try:
+        key = load_key(cfg.hmac_key, path.parent)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the audit key in {path.parent}: {exc.strerror}; make the folder "
+                          "writable or set audit.hmac_key in mxcp.yml") from None
+    return Auditor(sink, key, strict=cfg.strict)

@@ -1,0 +1,85 @@
+"""Audit records: who called what, with which arguments (sensitive ones as a salted HMAC), what the
+policies decided, and how it ended. Result data is never recorded."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from ..jsonvalues import dumps, to_json_value
+from ..policy import Decision
+from ..registry import Endpoint
+
+MAX_VALUE_CHARS = 1024  # longer argument values are cut in the record (the length is kept)
+
+
+def redact(value: Any, key: bytes) -> str:
+    """A sensitive value as ``hmac-sha256:<hex>``: equal values correlate, the value never appears."""
+    digest = hmac.new(key, dumps(to_json_value(value)).encode("utf-8"), hashlib.sha256).hexdigest()
+    return f"hmac-sha256:{digest}"
+
+
+def _shorten(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > MAX_VALUE_CHARS:
+        return value[:MAX_VALUE_CHARS] + f"... [{len(value)} characters]"
+    if isinstance(value, list):
+        return [_shorten(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _shorten(v) for k, v in value.items()}
+    return value
+
+
+def recorded_arguments(endpoint: Endpoint, arguments: Mapping[str, Any], key: bytes) -> tuple[dict[str, Any],
+                                                                                                   list[str]]:
+    """The arguments as recorded, and the raw text of every value that was redacted.
+
+    Sensitive parameters and keys the endpoint does not declare (whose sensitivity is unknown) are
+    redacted; everything else is recorded as sent (long strings cut).
+    """
+    declared = {p.name: p for p in endpoint.parameters}
+    out: dict[str, Any] = {}
+    hidden: list[str] = []
+    for name, value in arguments.items():
+        param = declared.get(str(name))
+        if param is None or param.sensitive:
+            out[str(name)] = redact(value, key)
+            hidden += [str(v) for v in (value if isinstance(value, list) else [value]) if v not in (None, "")]
+        else:
+            out[str(name)] = _shorten(to_json_value(value))
+    return out, hidden
+
+
+def scrub(text: str, hidden: Sequence[str]) -> str:
+    """`text` (an error message) with every redacted value taken out."""
+    for value in sorted(hidden, key=len, reverse=True):
+        if len(value) >= 2:
+            text = text.replace(value, "[redacted]")
+    return text
+
+
+def make_record(*, endpoint: Endpoint, arguments: Mapping[str, Any], user: Mapping[str, Any], transport: str,
+                status: str, decisions: Sequence[Decision], duration_ms: float, key: bytes,
+                rows: int | None = None, affected_rows: int | None = None, truncated: bool = False,
+                error: str | None = None, trace_id: str | None = None) -> dict[str, Any]:
+    """One call's audit record."""
+    recorded, hidden = recorded_arguments(endpoint, arguments, key)
+    return {
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "trace_id": trace_id or uuid.uuid4().hex,
+        "transport": transport,
+        "caller": {k: user.get(k) for k in ("id", "email", "name", "role", "groups")},
+        "endpoint": {"kind": endpoint.kind, "name": endpoint.name, "node": endpoint.node_id},
+        "arguments": recorded,
+        "decisions": [{"phase": d.phase, "index": d.index, "action": d.action, "matched": d.matched,
+                       "error": scrub(d.error, hidden) if d.error else None} for d in decisions],
+        "status": status,
+        "rows": rows,
+        "affected_rows": affected_rows,
+        "truncated": truncated,
+        "duration_ms": round(duration_ms, 3),
+        "error": scrub(error, hidden) if error else None,
+    }

@@ -1,0 +1,114 @@
+"""The audit log of a running server: every call recorded before it is answered, secrets never
+written, fail-closed when the log cannot be written, nothing acknowledged lost on SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+
+import anyio
+import httpx2
+import pytest
+import yaml
+from mcp import Client
+
+from tests.helpers import BIN, Project, env, free_port, stop, wait_for_http
+from tests.integration.test_server import http_server
+
+pytestmark = pytest.mark.anyio
+CANARY = "zq-canary-5f1e"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _log(project: Project, *args: str) -> list[dict[str, object]]:
+    return list(json.loads(project.mxcp("log", "--output", "json", *args).stdout))
+
+
+async def test_every_call_is_recorded_and_secrets_are_not(fresh_it_project: Project) -> None:
+    project = fresh_it_project
+    project.dbt("build")
+    with http_server(project) as base:
+        async with Client(f"{base}/mcp", mode="legacy") as c:  # type: ignore[arg-type]
+            assert not (await c.call_tool("get_person", {"id": 1})).is_error
+            assert (await c.call_tool("salary_band", {"band_min": 0})).is_error
+            assert (await c.call_tool("get_person", {"id": "x"})).is_error
+            assert not (await c.call_tool("search_people", {"name_query": CANARY})).is_error  # sensitive
+            assert (await c.call_tool("search_people", {"name_query": CANARY, "limit": 0})).is_error
+            await c.read_resource("people://1")
+            await c.get_prompt("team_brief", {"team": "hr"})
+    records = _log(project)
+    assert [(r["endpoint"]["name"], r["status"]) for r in records] == [  # type: ignore[index]
+        ("get_person", "ok"), ("salary_band", "denied"), ("get_person", "invalid_arguments"),
+        ("search_people", "ok"), ("search_people", "invalid_arguments"), ("people://{id}", "ok"),
+        ("team_brief", "ok")]
+    assert {r["transport"] for r in records} == {"http"}
+    assert records[0]["rows"] == 1 and records[1]["decisions"] == [  # type: ignore[index]
+        {"phase": "input", "index": 0, "action": "deny", "matched": True, "error": None}]
+    assert str(records[3]["arguments"]["name_query"]).startswith("hmac-sha256:")  # type: ignore[index]
+    assert records[3]["arguments"]["name_query"] == records[4]["arguments"]["name_query"]  # type: ignore[index]
+    logs = b"".join(p.read_bytes() for p in (project.path / "logs").iterdir())
+    assert CANARY.encode() not in logs
+    assert [r["status"] for r in _log(project, "--status", "denied")] == ["denied"]
+    assert [r["endpoint"]["name"] for r in _log(project, "--decision", "deny")] == ["salary_band"]  # type: ignore[index]
+    assert "hash chain intact" in project.mxcp("log", "--verify").stdout
+
+
+async def test_calls_fail_closed_when_the_audit_log_cannot_be_written(fresh_it_project: Project) -> None:
+    project = fresh_it_project
+    project.dbt("build")
+    (project.path / "blocker").write_text("a file where the audit folder should be")
+    audit = {"path": "blocker/audit.jsonl", "hmac_key": "a key from the environment"}
+    (project.path / "mxcp.yml").write_text(yaml.safe_dump({"audit": audit}))
+    with http_server(project) as base:
+        async with Client(f"{base}/mcp", mode="legacy") as c:  # type: ignore[arg-type]
+            result = await c.call_tool("get_person", {"id": 1})
+            assert result.is_error
+            assert "audit record could not be written" in result.content[0].text  # type: ignore[union-attr]
+            assert "Ann" not in result.content[0].text  # type: ignore[union-attr]
+        async with httpx2.AsyncClient() as http:
+            ready = await http.get(f"{base}/readyz")
+        assert ready.status_code == 503 and ready.json()["status"] == "audit_failing"
+    (project.path / "mxcp.yml").write_text(yaml.safe_dump({"audit": {**audit, "strict": False}}))
+    with http_server(project) as base:
+        async with Client(f"{base}/mcp", mode="legacy") as c:  # type: ignore[arg-type]
+            assert not (await c.call_tool("get_person", {"id": 1})).is_error  # best effort: answered
+
+
+async def test_sigkill_under_load_loses_no_acknowledged_call(fresh_it_project: Project) -> None:
+    project = fresh_it_project
+    project.dbt("build")
+    port = free_port()
+    proc = subprocess.Popen([str(BIN / "dbt-mxcp"), "serve", "--transport", "http", "--port", str(port),
+                             "--project-dir", str(project.path), "--profiles-dir", str(project.path)],
+                            env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    acknowledged = 0
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/healthz", proc)
+
+        async def caller() -> None:
+            nonlocal acknowledged
+            async with Client(f"http://127.0.0.1:{port}/mcp", mode="auto") as c:  # type: ignore[arg-type]
+                while True:
+                    result = await c.call_tool("get_person", {"id": 2})
+                    if not result.is_error:
+                        acknowledged += 1
+
+        with pytest.raises(BaseException):  # noqa: B017 - the clients die with the server
+            async with anyio.create_task_group() as tg:
+                for _ in range(4):
+                    tg.start_soon(caller)
+                await anyio.sleep(2)
+                proc.send_signal(signal.SIGKILL)
+                await anyio.sleep(2)
+                tg.cancel_scope.cancel()
+    finally:
+        stop(proc)
+    assert acknowledged > 50
+    ok = [r for r in _log(project, "--endpoint", "get_person") if r["status"] == "ok"]
+    assert len(ok) >= acknowledged  # every answered call has its record (records are written first)
+    assert "hash chain intact" in project.mxcp("log", "--verify").stdout
