@@ -17,7 +17,7 @@ from .audit.auditor import Auditor
 from .engine import Interrupter, Limits, QueryResult, run_query
 from .errors import CallError
 from .jsonvalues import to_json_value
-from .policy import Decision, activation, apply_output, check_input
+from .policy import Decision, activation, apply_output, check_input, denies_caller
 from .prompts import render_messages
 from .registry import Endpoint, Kind, Registry
 from .types import SchemaChecker, to_bind_value
@@ -82,6 +82,20 @@ class Pipeline:
         self.writes = writes
         self.auditor = auditor
         self._checkers: dict[int, _Checkers] = {}
+
+    def visible(self, endpoint: Endpoint, user: Mapping[str, Any] | None) -> bool:
+        """Whether `user` may ever call `endpoint`: no claim it binds is missing, and no input deny rule
+        that reads only the caller denies them. Lists leave out what is not visible."""
+        caller = make_user(user)
+        for p in endpoint.parameters:
+            if p.bind is not None:
+                try:
+                    claim_value(caller, p.bind)
+                except MissingClaim:
+                    return False
+        names = [p.name for p in endpoint.parameters]
+        user_only = [r for r in endpoint.input_rules if r.reads_only_user(names)]
+        return not (user_only and denies_caller(user_only, caller))
 
     def endpoint(self, kind: Kind, name: str) -> Endpoint:
         """The enabled endpoint, or a not_found error listing what exists."""

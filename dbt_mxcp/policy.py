@@ -30,6 +30,11 @@ class CompiledRule:
     rule: PolicyRule
     program: Any = field(repr=False, compare=False)
 
+    def reads_only_user(self, parameter_names: Sequence[str]) -> bool:
+        """Whether the condition can be decided from the caller alone (it names no argument, no response)."""
+        names = [*parameter_names, "response"]
+        return not any(re.search(rf"\b{re.escape(n)}\b", self.rule.condition) for n in names)
+
     @property
     def reads_response(self) -> bool:
         """Whether the condition names `response` (converting a large result for CEL is not free)."""
@@ -114,6 +119,20 @@ def activation(user: Mapping[str, Any], arguments: Mapping[str, Any], response: 
     if with_response:
         variables["response"] = json_to_cel(_plain(response))
     return variables
+
+
+def denies_caller(rules: Sequence[CompiledRule], user: Mapping[str, Any]) -> bool:
+    """Whether one of these user-only deny rules denies `user` (a rule that cannot be evaluated does)."""
+    from celpy.adapter import json_to_cel
+
+    variables = {"user": json_to_cel(_plain(dict(user)))}
+    for compiled in rules:
+        try:
+            if _evaluate(compiled, variables):
+                return True
+        except PolicyEvalError:
+            return True
+    return False
 
 
 def check_input(rules: Sequence[CompiledRule], variables: Mapping[str, Any],

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .engine import Limits
 from .errors import ConfigError
@@ -67,6 +67,44 @@ class AuditSettings(_Strict):
     hmac_key: str | None = None  # default: a random key in mxcp_audit.key beside the log
 
 
+class ApiKey(_Strict):
+    """One API key: the SHA-256 of the key (never the key itself) and the user it stands for."""
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    user: dict[str, Any] = Field(default_factory=dict)
+    name: str | None = None  # a label for the key, shown in logs instead of the key
+
+
+class OAuthSettings(_Strict):
+    """The server as an OAuth 2.1 resource server: bearer JWTs checked against the issuer's JWKS."""
+
+    issuer: str
+    audience: str  # mandatory: a token minted for another service is refused
+    jwks_uri: str
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+    leeway: int = Field(default=30, ge=0, le=300)
+    required_scopes: list[str] = Field(default_factory=list)
+    resource_url: str | None = None  # this server's public URL, for the RFC 9728 metadata
+    claims: dict[str, str] = Field(default_factory=dict)  # user field -> claim name (role, groups, email, name, id)
+
+
+class AuthSettings(_Strict):
+    """Who may call: `none`, `api_key` or `oauth` (HTTP); stdio callers are `stdio_user`."""
+
+    type: Literal["none", "api_key", "oauth"] = "none"
+    api_keys: list[ApiKey] = Field(default_factory=list)
+    oauth: OAuthSettings | None = None
+    stdio_user: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> AuthSettings:
+        if self.type == "oauth" and self.oauth is None:
+            raise ValueError("auth.type oauth needs an `oauth` section (issuer, audience, jwks_uri)")
+        if self.type == "api_key" and not self.api_keys:
+            raise ValueError("auth.type api_key needs at least one entry under `api_keys`")
+        return self
+
+
 class Settings(_Strict):
     """All of `mxcp.yml` for one target."""
 
@@ -74,6 +112,7 @@ class Settings(_Strict):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     writes: WriteSettings = Field(default_factory=WriteSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
 
     def engine_limits(self) -> Limits:
         """The global limits as the engine takes them."""

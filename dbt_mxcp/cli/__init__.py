@@ -235,6 +235,10 @@ def serve(flags: Flags, transport: str, host: str, port: int, stateless: bool, j
     line(f"Serving {sum(1 for _ in served.registry.all())} endpoint(s) of {served.loaded.project.name} "
          f"over {transport}", "ok", err=True)
     adapter = McpAdapter(live)
+    if transport == "stdio":
+        from ..auth.middleware import stdio_caller
+
+        adapter.stdio_user = stdio_caller(served.loaded.settings.auth)
     try:
         if transport == "stdio":
             anyio.run(serve_stdio, adapter, live, poll_interval)
@@ -297,6 +301,18 @@ def log_command(flags: Flags, since: str | None, endpoint: str | None, user_filt
         rows = [[str(flat(r)[c] if flat(r)[c] is not None else "") for c in COLUMNS[:-2]] + [
             (flat(r)["error"] or "")[:60]] for r in records]
         table(rows, [*COLUMNS[:-2], "error"])
+
+
+@main.command("api-key")
+@click.option("--name", default="my-client", show_default=True, help="A label for the key (recorded as the caller id).")
+def api_key(name: str) -> None:
+    """Make a new API key: prints the key (give it to the client) and the entry for mxcp.yml (its hash only)."""
+    from ..auth.api_keys import hash_key, new_key
+
+    key = new_key()
+    click.echo(f"key (shown once; give it to the client as 'Authorization: Bearer <key>'):\n  {key}\n")
+    click.echo("mxcp.yml, under auth.api_keys:")
+    click.echo(f"  - name: {name}\n    sha256: {hash_key(key)}\n    user: {{role: analyst, groups: []}}")
 
 
 def _parse_user(text: str | None) -> dict[str, Any] | None:

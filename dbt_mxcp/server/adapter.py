@@ -27,11 +27,12 @@ from mcp.server.subscriptions import (
 )
 
 from .. import __version__
+from ..auth.middleware import USER_KEY
 from ..engine import Interrupter
 from ..errors import CallError
 from ..jsonvalues import dumps
 from ..pipeline import Outcome, Reporter, parse_text_value
-from ..registry import Endpoint
+from ..registry import Endpoint, Kind
 from .live import LiveProject
 
 log = logging.getLogger("dbt_mxcp.server")
@@ -157,6 +158,7 @@ class McpAdapter:
         self.in_flight = 0
         self.draining = False
         self.transport = "stdio"  # set by the transport that runs the server; recorded in the audit log
+        self.stdio_user: dict[str, Any] | None = None  # the caller when there is no HTTP request
         self._idle = anyio.Event()
         self.server = self._build()
 
@@ -206,6 +208,19 @@ class McpAdapter:
                     await send()
                 except Exception as exc:  # a closed session must not stop the others
                     log.debug("list_changed not delivered: %s", exc)
+
+    def _caller(self, ctx: Any) -> dict[str, Any] | None:
+        """The authenticated caller: from the HTTP request (see auth.middleware), else the stdio identity."""
+        request = getattr(ctx, "request", None)
+        if request is not None:
+            user: dict[str, Any] | None = request.scope.get(USER_KEY)
+            return user
+        return self.stdio_user
+
+    def _visible(self, ctx: Any, kind: Kind) -> list[Endpoint]:
+        served = self.live.current
+        caller = self._caller(ctx)
+        return [e for e in served.registry.all(kind) if served.pipeline.visible(e, caller)]
 
     # -- running a call off the event loop -----------------------------------------------------
 
@@ -263,7 +278,7 @@ class McpAdapter:
 
     async def _list_tools(self, ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
         writes_on = self.live.writes is not None  # write tools are served only when writes are enabled
-        tools = [tool_of(e) for e in self.live.current.registry.all("tool")
+        tools = [tool_of(e) for e in self._visible(ctx, "tool")
                  if writes_on or getattr(e.spec, "access", "read") != "write"]
         page, cursor = _page(tools, params.cursor if params else None)
         return types.ListToolsResult(tools=list(page), next_cursor=cursor)
@@ -274,8 +289,9 @@ class McpAdapter:
             if endpoint is None:
                 raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {params.name}")
             arguments = params.arguments if params.arguments is not None else {}
+            caller = self._caller(ctx)
             try:
-                outcome = await self._run(ctx, lambda i, r: served.pipeline.call(endpoint, arguments, None, i, r,
+                outcome = await self._run(ctx, lambda i, r: served.pipeline.call(endpoint, arguments, caller, i, r,
                                                                                     self.transport))
             except CallError as exc:
                 return types.CallToolResult(content=[types.TextContent(type="text", text=str(exc))], is_error=True)
@@ -289,7 +305,7 @@ class McpAdapter:
                               params: types.PaginatedRequestParams | None) -> types.ListResourcesResult:
         items = [types.Resource(uri=e.name, name=getattr(e.spec, "name", None) or e.name,
                                 description=e.description, mime_type=getattr(e.spec, "mime_type", None))
-                 for e in self.live.current.registry.all("resource")
+                 for e in self._visible(ctx, "resource")
                  if e.uri_template is not None and e.uri_template.is_static]
         page, cursor = _page(items, params.cursor if params else None)
         return types.ListResourcesResult(resources=list(page), next_cursor=cursor)
@@ -298,7 +314,7 @@ class McpAdapter:
                                        ) -> types.ListResourceTemplatesResult:
         items = [types.ResourceTemplate(uri_template=e.name, name=getattr(e.spec, "name", None) or e.name,
                                         description=e.description, mime_type=getattr(e.spec, "mime_type", None))
-                 for e in self.live.current.registry.all("resource")
+                 for e in self._visible(ctx, "resource")
                  if e.uri_template is not None and not e.uri_template.is_static]
         page, cursor = _page(items, params.cursor if params else None)
         return types.ListResourceTemplatesResult(resource_templates=list(page), next_cursor=cursor)
@@ -309,8 +325,9 @@ class McpAdapter:
             match = served.registry.match_resource(uri)
             if match is None:
                 raise MCPError(self._not_found_code(ctx), f"Resource not found: {uri}", {"uri": uri})
+            caller = self._caller(ctx)
             try:
-                outcome = await self._run(ctx, lambda i, r: served.pipeline.read_resource(uri, None, i, r,
+                outcome = await self._run(ctx, lambda i, r: served.pipeline.read_resource(uri, caller, i, r,
                                                                                              self.transport))
             except CallError as exc:
                 code = self._not_found_code(ctx) if exc.kind == "not_found" else types.INVALID_PARAMS \
@@ -330,7 +347,7 @@ class McpAdapter:
     async def _list_prompts(self, ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListPromptsResult:
         items = [types.Prompt(name=e.name, description=e.description, arguments=[
             types.PromptArgument(name=p.name, description=p.description, required=not p.has_default)
-            for p in e.client_parameters]) for e in self.live.current.registry.all("prompt")]
+            for p in e.client_parameters]) for e in self._visible(ctx, "prompt")]
         page, cursor = _page(items, params.cursor if params else None)
         return types.ListPromptsResult(prompts=list(page), next_cursor=cursor)
 
@@ -345,7 +362,7 @@ class McpAdapter:
                 for key, text in (params.arguments or {}).items():
                     # MCP sends prompt arguments as strings: convert them by the declared type.
                     arguments[key] = parse_text_value(declared[key], text) if key in declared else text
-                outcome = served.pipeline.call(endpoint, arguments, None, transport=self.transport)
+                outcome = served.pipeline.call(endpoint, arguments, self._caller(ctx), transport=self.transport)
             except ValueError as exc:
                 raise MCPError(types.INVALID_PARAMS, f"invalid arguments: {exc}") from None
             except CallError as exc:

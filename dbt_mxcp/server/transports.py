@@ -111,14 +111,31 @@ async def serve_http(adapter: McpAdapter, live: LiveProject, *, host: str, port:
 
     adapter.transport = "http"
 
+    from ..auth.middleware import Authenticator, AuthMiddleware, LiveAuthenticator
+
     hosts, origins = _allowed(host, port, allowed_hosts, allowed_origins)
+    settings = live.current.loaded.settings.auth
+    authenticator = Authenticator(settings) if settings.type != "none" else None
+    metadata = authenticator.metadata() if authenticator is not None else None
+    shown = f"[{host}]" if ":" in host else host
+    metadata_url = f"http://{shown}:{port}/.well-known/oauth-protected-resource/mcp" if metadata else None
+
+    async def protected_resource(request: Request) -> JSONResponse:
+        return JSONResponse(metadata)
+
+    routes = [Route("/healthz", healthz), Route("/readyz", readyz)]
+    if metadata is not None:  # RFC 9728, at the path-inserted and the plain well-known URL
+        routes += [Route("/.well-known/oauth-protected-resource/mcp", protected_resource),
+                   Route("/.well-known/oauth-protected-resource", protected_resource)]
     security = TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts,
                                          allowed_origins=origins)
     app = adapter.server.streamable_http_app(
         host=host, stateless_http=stateless, json_response=json_response, transport_security=security,
-        custom_starlette_routes=[Route("/healthz", healthz), Route("/readyz", readyz)],
+        custom_starlette_routes=routes,
     )
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
+    current = LiveAuthenticator(lambda: live.current.loaded.settings.auth)
+    asgi: Any = AuthMiddleware(app, current, metadata_url) if authenticator is not None else app
+    config = uvicorn.Config(asgi, host=host, port=port, log_level="warning", lifespan="on",
                             timeout_graceful_shutdown=int(SHUTDOWN_GRACE))
     server = _uvicorn_server_class()(config)
     log.info("serving MCP at http://%s:%d/mcp", host if ":" not in host else f"[{host}]", port)

@@ -1,0 +1,8 @@
+"""Who is calling: API keys and OAuth 2.1 bearer tokens over HTTP, a configured identity over stdio.
+
+- `api_keys`: keys stored as SHA-256 hashes, compared in constant time, each mapped to a user.
+- `tokens`: JWTs validated against the issuer's JWKS (algorithm allowlist, exp/nbf with bounded
+  leeway, issuer, mandatory audience, scopes).
+- `middleware`: the ASGI layer in front of `/mcp`: 401/403 challenges as the MCP spec says,
+  tokens in query strings refused, the caller handed to the pipeline.
+"""

@@ -1,0 +1,76 @@
+"""OAuth 2.1 resource server: bearer JWTs validated against the issuer's JWKS."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..user import make_user
+
+STANDARD = ("id", "email", "name", "role", "groups", "scopes")
+
+
+class TokenError(Exception):
+    """A token that must be refused; `insufficient_scope` when it lacks a required scope (403)."""
+
+    def __init__(self, message: str, *, insufficient_scope: bool = False) -> None:
+        super().__init__(message)
+        self.insufficient_scope = insufficient_scope
+
+
+class JwtVerifier:
+    """Checks a JWT's signature (keys from the JWKS URI, cached), algorithm, expiry, issuer, audience, scopes."""
+
+    def __init__(self, settings: Any) -> None:
+        import jwt
+
+        self.settings = settings
+        self._jwks = jwt.PyJWKClient(settings.jwks_uri, cache_keys=True, lifespan=300, timeout=10)
+
+    def user_for(self, token: str) -> dict[str, Any]:
+        """The caller the token stands for; TokenError when it must be refused."""
+        import jwt
+
+        cfg = self.settings
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise TokenError("the token is not a JWT") from None
+        if header.get("alg") not in cfg.algorithms:  # alg "none" and unexpected algorithms never pass
+            raise TokenError(f"token algorithm {header.get('alg')!r} is not accepted")
+        try:
+            key = self._jwks.get_signing_key_from_jwt(token)
+            claims = jwt.decode(token, key.key, algorithms=cfg.algorithms, audience=cfg.audience, issuer=cfg.issuer,
+                                leeway=cfg.leeway, options={"require": ["exp", "iss", "aud"]})
+        except jwt.ExpiredSignatureError:
+            raise TokenError("the token has expired") from None
+        except jwt.ImmatureSignatureError:
+            raise TokenError("the token is not valid yet") from None
+        except jwt.InvalidAudienceError:
+            raise TokenError("the token was issued for another audience") from None
+        except jwt.InvalidIssuerError:
+            raise TokenError("the token was issued by another issuer") from None
+        except jwt.PyJWKClientError:
+            raise TokenError("the token's signing key is unknown to the issuer's JWKS") from None
+        except jwt.PyJWTError as exc:
+            raise TokenError(f"the token is invalid: {type(exc).__name__}") from None
+        scopes = _scopes(claims)
+        missing = [s for s in cfg.required_scopes if s not in scopes]
+        if missing:
+            raise TokenError(f"the token lacks scope(s) {' '.join(missing)}", insufficient_scope=True)
+        return user_from_claims(claims, cfg.claims, scopes)
+
+
+def _scopes(claims: Mapping[str, Any]) -> list[str]:
+    raw = claims.get("scope", claims.get("scp", []))
+    return raw.split() if isinstance(raw, str) else [str(s) for s in raw or []]
+
+
+def user_from_claims(claims: Mapping[str, Any], mapping: Mapping[str, str], scopes: list[str]) -> dict[str, Any]:
+    """The `user` for a token: standard fields from the mapped (or same-named) claims, all claims kept."""
+    fields: dict[str, Any] = {"id": claims.get(mapping.get("id", "sub")), "scopes": scopes, "claims": dict(claims)}
+    for name in ("email", "name", "role", "groups"):
+        value = claims.get(mapping.get(name, name))
+        if value is not None:
+            fields[name] = value if name != "groups" or isinstance(value, list) else [value]
+    return make_user(fields)
