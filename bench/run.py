@@ -365,6 +365,14 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             {"metric": f"serve http, {kind}: server peak RSS", "value": run["server_peak_rss_mb"], "unit": "MB",
              "target": "<= 100 MB (issue)", "met": run["server_peak_rss_mb"] <= 100},
         ]
+    overhead = results.get("overhead")
+    if overhead:
+        for label in ("neither", "policies", "policies + audit"):
+            out.append({"metric": f"pipeline call p50, {label}", "value": overhead[label], "unit": "s",
+                        "target": "", "met": None})
+        added = overhead["added_by_policies_and_audit"]
+        out.append({"metric": "added by policies + strict audit (fsync interval), p50", "value": added,
+                    "unit": "s", "target": "<= 0.3 ms (issue 4)", "met": added <= 0.0003})
     out += _registry_rows(results)
     return out
 
@@ -495,10 +503,11 @@ def main() -> int:
             progress(f"shop example: dbt parse and dbt-mxcp commands, {example_runs} runs each")
             results["example"] = bench_example(example_runs, workdir)
         if "serving" in sections:
-            from serve import bench_serving
+            from serve import bench_overhead, bench_serving
 
             progress(f"serving: {serve_calls} stdio calls per era, 16 HTTP clients x {http_calls} calls")
             results["serving"] = bench_serving(workdir / "shop", serve_calls, http_calls)
+            results["overhead"] = bench_overhead(workdir / "shop", serve_calls)
         if "registry" in sections:
             progress(f"registry: sizes {sizes}, {repeats} warm repeats, {cold_runs} cold runs")
             results["registry"] = bench_registry(sizes, repeats, cold_runs, workdir)

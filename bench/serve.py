@@ -139,3 +139,40 @@ def bench_serving(project: Path, calls: int, http_calls_each: int) -> dict[str, 
             proc.terminate()
             proc.wait(timeout=30)
     return out
+
+
+def bench_overhead(project: Path, calls: int) -> dict[str, Any]:
+    """What policies and the audit log add to one call of the pipeline (in-process, p50)."""
+    import dataclasses
+    import tempfile
+
+    from dbt_mxcp.audit.auditor import Auditor
+    from dbt_mxcp.audit.jsonl import JsonlSink
+    from dbt_mxcp.load import load
+    from dbt_mxcp.pipeline import Pipeline
+    from dbt_mxcp.project import Flags
+    from dbt_mxcp.warehouse import Warehouse
+
+    loaded = load(Flags(project_dir=str(project), profiles_dir=str(project)), freeze=False)
+    warehouse = Warehouse(loaded.require_warehouse())
+    endpoint = loaded.registry.get("tool", TOOL)
+    assert endpoint is not None and endpoint.output_rules, "the benchmark tool must have a policy"
+    bare = dataclasses.replace(endpoint, input_rules=(), output_rules=())
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        auditor = Auditor(JsonlSink(Path(scratch) / "audit.jsonl", fsync="interval"), b"k" * 32, strict=True)
+        cases = {"neither": (bare, None), "policies": (endpoint, None), "policies + audit": (endpoint, auditor)}
+        for label, (ep, audit) in cases.items():
+            pipeline = Pipeline(loaded.registry, warehouse, auditor=audit)
+            for i in range(100):
+                pipeline.call(ep, {"customer_id": 1 + i % 200}, None)
+            samples = []
+            for i in range(calls):
+                t0 = time.perf_counter()
+                pipeline.call(ep, {"customer_id": 1 + i % 200}, None)
+                samples.append(time.perf_counter() - t0)
+            out[label] = statistics.median(samples)
+        auditor.close()
+    warehouse.close()
+    out["added_by_policies_and_audit"] = out["policies + audit"] - out["neither"]
+    return out
