@@ -19,6 +19,7 @@ from .errors import CallError
 from .jsonvalues import to_json_value
 from .policy import Decision, activation, apply_output, check_input, denies_caller
 from .prompts import render_messages
+from .ratelimit import RateLimiter
 from .registry import Endpoint, Kind, Registry
 from .types import SchemaChecker, to_bind_value
 from .user import MissingClaim, claim_value, make_user
@@ -74,13 +75,15 @@ class Pipeline:
     """Answers calls against one registry and one warehouse."""
 
     def __init__(self, registry: Registry, warehouse: Warehouse | None, limits: Limits | None = None,
-                 settings: Any = None, writes: WriteDatabase | None = None, auditor: Auditor | None = None) -> None:
+                 settings: Any = None, writes: WriteDatabase | None = None, auditor: Auditor | None = None,
+                 rate_limiter: RateLimiter | None = None) -> None:
         self.registry = registry
         self.warehouse = warehouse
         self.limits = limits or Limits()
         self.settings = settings
         self.writes = writes
         self.auditor = auditor
+        self.rate_limiter = rate_limiter
         self._checkers: dict[int, _Checkers] = {}
 
     def visible(self, endpoint: Endpoint, user: Mapping[str, Any] | None) -> bool:
@@ -162,6 +165,8 @@ class Pipeline:
 
     def _call(self, endpoint: Endpoint, arguments: Mapping[str, Any], caller: Mapping[str, Any],
               decisions: list[Decision], interrupter: Interrupter | None, reporter: Reporter | None) -> Outcome:
+        if self.rate_limiter is not None:
+            self.rate_limiter.check(endpoint.label, caller)
         checkers = self._checkers.setdefault(id(endpoint), _Checkers(endpoint))
         args = self._arguments(endpoint, checkers, arguments, caller)
         outcome = Outcome(endpoint, args, None, decisions=decisions)

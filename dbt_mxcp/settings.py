@@ -45,6 +45,20 @@ class LimitSettings(_Strict):
     timeout: float = Field(default=30.0, gt=0)
 
 
+class RateLimit(_Strict):
+    """At most `calls` calls per `per_seconds` (a bucket that refills steadily)."""
+
+    calls: int = Field(ge=1)
+    per_seconds: float = Field(default=60.0, gt=0)
+
+
+class RateLimitSettings(_Strict):
+    """Rate limits for each caller and for each endpoint (none by default)."""
+
+    per_caller: RateLimit | None = None
+    per_endpoint: RateLimit | None = None
+
+
 class WriteSettings(_Strict):
     """The separate database that `access: write` endpoints change (never dbt's warehouse)."""
 
@@ -113,6 +127,7 @@ class Settings(_Strict):
     writes: WriteSettings = Field(default_factory=WriteSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
 
     def engine_limits(self) -> Limits:
         """The global limits as the engine takes them."""

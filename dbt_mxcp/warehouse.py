@@ -75,6 +75,10 @@ class Warehouse:
         if not cfg.attach:
             config["enable_external_access"] = "false"
         conn = self._connect(cfg.path, config)
+        if conn.execute("select current_setting('lock_configuration')").fetchone()[0]:
+            # DuckDB shares one instance per file within a process: another Warehouse of this
+            # process opened and hardened it already.
+            return conn
         try:
             for extra in cfg.attach:
                 alias = extra.get("alias") or Path(str(extra.get("path", ""))).stem

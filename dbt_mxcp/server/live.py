@@ -20,6 +20,7 @@ from ..errors import MxcpError, RegistryError
 from ..load import Loaded, load
 from ..pipeline import Pipeline
 from ..project import Flags
+from ..ratelimit import RateLimiter
 from ..registry import Registry
 from ..settings import SETTINGS_FILE
 from ..warehouse import Warehouse
@@ -70,6 +71,7 @@ class LiveProject:
         self.last_error: str | None = None
         self.writes: WriteDatabase | None = None
         self.auditor: Auditor | None = None
+        self.rate_limiter: RateLimiter | None = None
         self._stop_publisher = threading.Event()
 
     # -- access ------------------------------------------------------------------------------------
@@ -105,6 +107,8 @@ class LiveProject:
         project = served.loaded.project
         self.auditor = make_auditor(served.loaded.settings, project.log_path, project.project_dir)
         served.pipeline.auditor = self.auditor
+        self.rate_limiter = RateLimiter(served.loaded.settings.rate_limits)
+        served.pipeline.rate_limiter = self.rate_limiter
         writes = served.loaded.settings.writes
         if writes.enabled:
             root = served.loaded.project.project_dir
@@ -196,7 +200,7 @@ class LiveProject:
         keep = {snapshot} | ({previous.snapshot} if previous is not None and previous.snapshot else set())
         prune(loaded.project.target_path / SNAPSHOT_DIR, keep)
         pipeline = Pipeline(loaded.registry, warehouse, loaded.settings.engine_limits(), loaded.settings,
-                            self.writes, self.auditor)
+                            self.writes, self.auditor, self.rate_limiter)
         return Served(generation, loaded, pipeline, warehouse, snapshot, version, watched)
 
     def _publish(self, source: Path, root: Path, wait: bool) -> Path:

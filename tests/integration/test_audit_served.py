@@ -8,6 +8,7 @@ import signal
 import subprocess
 
 import anyio
+import duckdb
 import httpx2
 import pytest
 import yaml
@@ -56,6 +57,12 @@ async def test_every_call_is_recorded_and_secrets_are_not(fresh_it_project: Proj
     assert [r["status"] for r in _log(project, "--status", "denied")] == ["denied"]
     assert [r["endpoint"]["name"] for r in _log(project, "--decision", "deny")] == ["salary_band"]  # type: ignore[index]
     assert "hash chain intact" in project.mxcp("log", "--verify").stdout
+
+    # Teams model the audit log in dbt: the package's model reads it through dbt_mxcp.audit_log().
+    project.dbt("run", "--select", "mxcp_audit_calls", "--vars", "{dbt_mxcp_audit_enabled: true}")
+    with duckdb.connect(str(project.path / "integration.duckdb"), read_only=True) as con:
+        rows = con.execute("select endpoint_name, status from mxcp_audit_calls order by called_at").fetchall()
+    assert rows == [(r["endpoint"]["name"], r["status"]) for r in records]  # type: ignore[index]
 
 
 async def test_calls_fail_closed_when_the_audit_log_cannot_be_written(fresh_it_project: Project) -> None:

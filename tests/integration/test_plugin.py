@@ -118,7 +118,7 @@ def test_prompt_parameter_eaten_by_dbt_render_fails_parse(fresh_it_project: Proj
 
 
 def test_import_is_cheap_and_safe() -> None:
-    code = ("import sys, dbt_mxcp; heavy = {'dbt', 'mcp', 'celpy', 'duckdb', 'jinja2', 'pydantic', 'yaml'};"
+    code = ("import sys, dbt_mxcp; heavy = {'dbt', 'mcp', 'cel', 'duckdb', 'jinja2', 'pydantic', 'yaml'};"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env(), check=True)
     assert out.stdout.strip() == "[]"
