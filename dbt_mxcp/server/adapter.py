@@ -283,11 +283,17 @@ class McpAdapter:
         page, cursor = _page(tools, params.cursor if params else None)
         return types.ListToolsResult(tools=list(page), next_cursor=cursor)
 
+    @staticmethod
+    def _named(served: Any, kind: Kind, name: str) -> Endpoint:
+        """The enabled endpoint; an unknown name is a protocol error (-32602), not a tool error."""
+        endpoint: Endpoint | None = served.registry.get(kind, name)
+        if endpoint is None:
+            raise MCPError(types.INVALID_PARAMS, f"Unknown {kind}: {name}")
+        return endpoint
+
     async def _call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
         with self.live.use() as served:
-            endpoint = served.registry.get("tool", params.name)
-            if endpoint is None:
-                raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {params.name}")
+            endpoint = self._named(served, "tool", params.name)
             arguments = params.arguments if params.arguments is not None else {}
             caller = self._caller(ctx)
             try:
@@ -353,9 +359,7 @@ class McpAdapter:
 
     async def _get_prompt(self, ctx: Any, params: types.GetPromptRequestParams) -> types.GetPromptResult:
         with self.live.use() as served:
-            endpoint = served.registry.get("prompt", params.name)
-            if endpoint is None:
-                raise MCPError(types.INVALID_PARAMS, f"Unknown prompt: {params.name}")
+            endpoint = self._named(served, "prompt", params.name)
             declared = {p.name: p for p in endpoint.parameters}
             arguments: dict[str, Any] = {}
             try:

@@ -43,14 +43,15 @@ def version_of(path: Path) -> Version:
 
 
 def locked_by_other(path: Path) -> bool:
-    """Whether another process holds a lock on any byte of `path` (F_GETLK: asks, never takes one)."""
+    """Whether another process holds a write lock on `path`, as a writing dbt does (F_GETLK: asks, never
+    takes one). Other readers do not count: they change nothing."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return False
     try:
         # struct flock: l_type, l_whence, l_start, l_len, l_pid (Linux layout).
-        query = struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+        query = struct.pack("hhqqi", fcntl.F_RDLCK, os.SEEK_SET, 0, 0, 0)  # conflicts with write locks only
         answer = fcntl.fcntl(fd, fcntl.F_GETLK, query + b"\0" * 4)
         return bool(struct.unpack("hhqqi", answer[:struct.calcsize("hhqqi")])[0] != fcntl.F_UNLCK)
     finally:

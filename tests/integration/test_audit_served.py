@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 
 import anyio
 import duckdb
@@ -14,8 +13,8 @@ import pytest
 import yaml
 from mcp import Client
 
-from tests.helpers import BIN, Project, env, free_port, stop, wait_for_http
-from tests.integration.test_server import http_server
+from tests.helpers import Project
+from tests.integration.test_server import http_server, http_server_process
 
 pytestmark = pytest.mark.anyio
 CANARY = "zq-canary-5f1e"
@@ -89,17 +88,12 @@ async def test_calls_fail_closed_when_the_audit_log_cannot_be_written(fresh_it_p
 async def test_sigkill_under_load_loses_no_acknowledged_call(fresh_it_project: Project) -> None:
     project = fresh_it_project
     project.dbt("build")
-    port = free_port()
-    proc = subprocess.Popen([str(BIN / "dbt-mxcp"), "serve", "--transport", "http", "--port", str(port),
-                             "--project-dir", str(project.path), "--profiles-dir", str(project.path)],
-                            env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     acknowledged = 0
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/healthz", proc)
+    with http_server_process(project) as (base, proc):
 
         async def caller() -> None:
             nonlocal acknowledged
-            async with Client(f"http://127.0.0.1:{port}/mcp", mode="auto") as c:  # type: ignore[arg-type]
+            async with Client(f"{base}/mcp", mode="auto") as c:  # type: ignore[arg-type]
                 while True:
                     result = await c.call_tool("get_person", {"id": 2})
                     if not result.is_error:
@@ -113,8 +107,6 @@ async def test_sigkill_under_load_loses_no_acknowledged_call(fresh_it_project: P
                 proc.send_signal(signal.SIGKILL)
                 await anyio.sleep(2)
                 tg.cancel_scope.cancel()
-    finally:
-        stop(proc)
     assert acknowledged > 50
     ok = [r for r in _log(project, "--endpoint", "get_person") if r["status"] == "ok"]
     assert len(ok) >= acknowledged  # every answered call has its record (records are written first)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -16,14 +18,23 @@ from dbt_mxcp.warehouse import Warehouse
 from tests.helpers import Project
 
 
-def _pipeline(project: Project, settings: RateLimitSettings) -> Pipeline:
+@contextmanager
+def _pipeline(project: Project, settings: RateLimitSettings) -> Iterator[Pipeline]:
     path = str(project.path)
     loaded = load(Flags(project_dir=path, profiles_dir=path))
-    return Pipeline(loaded.registry, Warehouse(loaded.require_warehouse()), rate_limiter=RateLimiter(settings))
+    warehouse = Warehouse(loaded.require_warehouse())
+    try:
+        yield Pipeline(loaded.registry, warehouse, rate_limiter=RateLimiter(settings))
+    finally:
+        warehouse.close()
 
 
 def test_a_flooding_caller_is_limited_and_others_are_not(it_project: Project) -> None:
-    pipeline = _pipeline(it_project, RateLimitSettings(per_caller=RateLimit(calls=3, per_seconds=60)))
+    with _pipeline(it_project, RateLimitSettings(per_caller=RateLimit(calls=3, per_seconds=60))) as pipeline:
+        _flood(pipeline)
+
+
+def _flood(pipeline: Pipeline) -> None:
     for _ in range(3):
         pipeline.call_tool("get_person", {"id": 1}, {"id": "flood"})
     with pytest.raises(CallError) as info:
@@ -35,7 +46,11 @@ def test_a_flooding_caller_is_limited_and_others_are_not(it_project: Project) ->
 
 
 def test_endpoint_limit_refills(it_project: Project) -> None:
-    pipeline = _pipeline(it_project, RateLimitSettings(per_endpoint=RateLimit(calls=2, per_seconds=0.5)))
+    with _pipeline(it_project, RateLimitSettings(per_endpoint=RateLimit(calls=2, per_seconds=0.5))) as pipeline:
+        _refill(pipeline)
+
+
+def _refill(pipeline: Pipeline) -> None:
     pipeline.call_tool("get_person", {"id": 1}, {"id": "a"})
     pipeline.call_tool("get_person", {"id": 1}, {"id": "b"})
     with pytest.raises(CallError, match="tool get_person"):

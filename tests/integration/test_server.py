@@ -39,6 +39,13 @@ def _stdio(project: Project) -> StdioServerParameters:
 @contextmanager
 def http_server(project: Project, *extra: str) -> Iterator[str]:
     """`dbt-mxcp serve --transport http` on a free 127.0.0.1 port; yields its base URL; stops it by PID."""
+    with http_server_process(project, *extra) as (base, _):
+        yield base
+
+
+@contextmanager
+def http_server_process(project: Project, *extra: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """As `http_server`, yielding the process too."""
     port = free_port()
     proc = subprocess.Popen([str(BIN / "dbt-mxcp"), "serve", "--transport", "http", "--port", str(port),
                              "--project-dir", str(project.path), "--profiles-dir", str(project.path),
@@ -47,7 +54,7 @@ def http_server(project: Project, *extra: str) -> Iterator[str]:
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{base}/healthz", proc)
-        yield base
+        yield base, proc
     finally:
         stop(proc)
 

@@ -7,7 +7,6 @@ import csv
 import json
 import os
 import signal
-import subprocess
 import time
 from decimal import Decimal
 from typing import Any
@@ -18,8 +17,8 @@ import pytest
 import yaml
 from mcp import Client, MCPError
 
-from tests.helpers import BIN, REPO, Project, env, free_port, stop, wait_for_http
-from tests.integration.test_server import _stdio, http_server
+from tests.helpers import REPO, Project
+from tests.integration.test_server import _stdio, http_server, http_server_process
 
 pytestmark = pytest.mark.anyio
 
@@ -65,13 +64,8 @@ def _cpu_seconds(pid: int) -> float:
 
 
 async def test_cancellation_interrupts_the_query(it_project: Project) -> None:
-    port = free_port()
-    proc = subprocess.Popen([str(BIN / "dbt-mxcp"), "serve", "--transport", "http", "--port", str(port),
-                             "--project-dir", str(it_project.path), "--profiles-dir", str(it_project.path)],
-                            env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/healthz", proc)
-        async with Client(f"http://127.0.0.1:{port}/mcp", mode="legacy") as c:  # type: ignore[arg-type]
+    with http_server_process(it_project) as (base, proc):
+        async with Client(f"{base}/mcp", mode="legacy") as c:  # type: ignore[arg-type]
             with pytest.raises(MCPError):  # the client gives up after 1 s and cancels the request
                 await c.call_tool("slow_count", {}, read_timeout_seconds=1.0)
             await anyio.sleep(0.5)
@@ -80,8 +74,6 @@ async def test_cancellation_interrupts_the_query(it_project: Project) -> None:
             await anyio.sleep(2)
             assert _cpu_seconds(proc.pid) - before < 0.5
             assert not (await c.call_tool("get_person", {"id": 1})).is_error
-    finally:
-        stop(proc)
 
 
 async def test_deadline_from_settings(fresh_it_project: Project) -> None:
@@ -96,13 +88,8 @@ async def test_deadline_from_settings(fresh_it_project: Project) -> None:
 
 
 async def test_sigterm_lets_in_flight_calls_finish(it_project: Project) -> None:
-    port = free_port()
-    proc = subprocess.Popen([str(BIN / "dbt-mxcp"), "serve", "--transport", "http", "--port", str(port),
-                             "--project-dir", str(it_project.path), "--profiles-dir", str(it_project.path)],
-                            env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/healthz", proc)
-        async with Client(f"http://127.0.0.1:{port}/mcp", mode="legacy") as c:  # type: ignore[arg-type]
+    with http_server_process(it_project) as (base, proc):
+        async with Client(f"{base}/mcp", mode="legacy") as c:  # type: ignore[arg-type]
             results: list[Any] = []
 
             async def slow_call() -> None:
@@ -114,8 +101,6 @@ async def test_sigterm_lets_in_flight_calls_finish(it_project: Project) -> None:
                 proc.send_signal(signal.SIGTERM)
         assert results and results[0].structured_content == {"result": 2}
         assert proc.wait(timeout=30) == 0
-    finally:
-        stop(proc)
 
 
 async def test_oversized_and_deeply_nested_arguments(it_project: Project) -> None:
