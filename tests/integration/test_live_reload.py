@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import subprocess
+import threading
 import time
 from typing import Any
 
@@ -116,3 +117,24 @@ async def test_schema_yml_edit_served_after_dbt_parse(fresh_it_project: Project)
             assert "team_by_name" in names
             result = await c.call_tool("team_by_name", {"team": "hr"})
             assert result.structured_content is not None and result.structured_content["floor"] == 2
+
+
+def test_server_start_waits_for_a_writer_but_not_for_readers(fresh_it_project: Project) -> None:
+    import duckdb
+
+    project = fresh_it_project
+    project.dbt("build")
+    warehouse = str(project.path / "integration.duckdb")
+    with duckdb.connect(warehouse, read_only=True), http_server(project):
+        pass  # another reader of dbt's file does not keep the server from starting
+    writer = duckdb.connect(warehouse)  # this test process now holds the write lock, as `dbt run` would
+    releaser = threading.Timer(2.0, writer.close)
+    releaser.start()
+    started = time.monotonic()
+    try:
+        with http_server(project):
+            waited = time.monotonic() - started
+    finally:
+        releaser.cancel()
+        writer.close()
+    assert waited >= 1.5  # it waited for the writer, then served
