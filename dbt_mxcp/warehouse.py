@@ -85,8 +85,14 @@ class Warehouse:
                 conn.execute(f"ATTACH {_literal(str(extra.get('path')))} AS {quote_identifier(str(alias))} "
                              "(READ_ONLY)")
             for key, value in cfg.settings.items():
-                if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(key)):
+                if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(key)):
+                    raise WarehouseError(f"profile setting {key!r} is not a DuckDB setting name")
+                try:
                     conn.execute(f"SET {key} = {_literal(str(value))}")
+                except duckdb.Error as exc:
+                    # Settings can hold secrets: name the setting, never echo its value.
+                    detail = str(exc).splitlines()[0].replace(str(value), "[value]")
+                    raise WarehouseError(f"cannot apply the profile's DuckDB setting {key!r}: {detail}") from None
             # Harden last: no file or network access from SQL, and nothing can switch it back on.
             conn.execute("SET enable_external_access = false")
             conn.execute("SET lock_configuration = true")
