@@ -90,8 +90,10 @@ class PolicyRule(_Strict):
 
 
 class Policies(_Strict):
-    """Input rules (before execution) and output rules (on the result)."""
+    """Input rules (before execution) and output rules (on the result); `use` names policy sets of
+    mxcp.yml whose rules come first."""
 
+    use: list[str] = Field(default_factory=list)
     input: list[PolicyRule] = Field(default_factory=list)
     output: list[PolicyRule] = Field(default_factory=list)
 

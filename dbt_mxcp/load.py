@@ -37,12 +37,13 @@ class Loaded:
 
 def read_registry(target_path: Path, project_dir: Path, *, variables: Mapping[str, Any] | None = None,
                   target: Mapping[str, Any] | None = None, compiled: Mapping[str, str] | None = None,
+                  policy_sets: Mapping[str, Any] | None = None,
                   freeze: bool = False) -> tuple[Manifest, Registry, list[EndpointProblem]]:
     """manifest.json → registry, with the garbage collector paused from parse to build (see paused_gc)."""
     with paused_gc(freeze=freeze):
         manifest = load_manifest(target_path)
         registry, problems = build_registry(manifest, project_dir, variables=variables, target=target,
-                                            compiled=compiled)
+                                            compiled=compiled, policy_sets=policy_sets)
     return manifest, registry, problems
 
 
@@ -63,10 +64,10 @@ def load(flags: Flags, *, freeze: bool = True) -> Loaded:
         # `list` works without a profile; commands that query the warehouse report this error.
         warehouse_error = exc
         target = {k: recorded.get(k) for k in ("database", "schema", "path")} if recorded else {}
+    settings = load_settings(project.project_dir, warehouse.target if warehouse else project.flags.target,
+                             project.variables)
     manifest, registry, problems = read_registry(project.target_path, project.project_dir,
                                                  variables=project.variables, target=target,
                                                  compiled=(artifact or {}).get("compiled") or {},
-                                                 freeze=freeze)
-    settings = load_settings(project.project_dir, warehouse.target if warehouse else project.flags.target,
-                             project.variables)
+                                                 policy_sets=settings.policy_sets, freeze=freeze)
     return Loaded(project, manifest, artifact, warehouse, warehouse_error, registry, problems, settings)

@@ -18,6 +18,7 @@ from .artifact import ARTIFACT_FILE, registry_document, write_json_atomic
 from .manifest import MANIFEST_FILE, Manifest
 from .project import Flags, load_project
 from .registry import build_registry
+from .settings import load_settings
 
 
 class RegistryArtifact:
@@ -51,8 +52,10 @@ class MxcpPlugin(dbtPlugin):
         compiled = _compile_analyses(manifest, parsed, config)
         warehouse = _warehouse(config)
         project = load_project(Flags(project_dir=str(project_dir), vars=json.dumps(config.cli_vars or {})))
+        settings = load_settings(project_dir, config.target_name, project.variables)
         registry, problems = build_registry(parsed, project_dir, variables=project.variables,
-                                           target=_render_target(config, warehouse), compiled=compiled)
+                                           target=_render_target(config, warehouse), compiled=compiled,
+                                           policy_sets=settings.policy_sets)
         if problems:
             noun = "problem" if len(problems) == 1 else "problems"
             lines = "\n".join(f"  - {p}" for p in problems)

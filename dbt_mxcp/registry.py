@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from .endpoints import MxcpBlock, Parameter, PromptSpec, ResourceSpec, ToolSpec, format_validation_error
+from .endpoints import MxcpBlock, Parameter, Policies, PromptSpec, ResourceSpec, ToolSpec, format_validation_error
 from .errors import EndpointProblem
 from .manifest import Manifest, Node, RefError, column_mxcp, column_sensitive, paused_gc
 from .policy import CompiledRule, PolicySyntaxError, compile_rules
@@ -151,19 +151,19 @@ class _Problems:
 
 
 def build_registry(manifest: Manifest, project_dir: Path, *, variables: Mapping[str, Any] | None = None,
-                   target: Mapping[str, Any] | None = None,
-                   compiled: Mapping[str, str] | None = None) -> tuple[Registry, list[EndpointProblem]]:
+                   target: Mapping[str, Any] | None = None, compiled: Mapping[str, str] | None = None,
+                   policy_sets: Mapping[str, Policies] | None = None) -> tuple[Registry, list[EndpointProblem]]:
     """Build the registry from `manifest`; returns it with every problem found.
 
     `compiled` maps analysis unique_ids to their compiled SQL (dbt-mxcp's dbt plugin compiles
-    them, since `dbt build` does not).
+    them, since `dbt build` does not); `policy_sets` are mxcp.yml's named policy sets.
     """
     with paused_gc():
-        return _build(manifest, project_dir, variables or {}, target or {}, compiled or {})
+        return _build(manifest, project_dir, variables or {}, target or {}, compiled or {}, policy_sets or {})
 
 
 def _build(manifest: Manifest, project_dir: Path, variables: Mapping[str, Any], target: Mapping[str, Any],
-           compiled: Mapping[str, str]) -> tuple[Registry, list[EndpointProblem]]:
+           compiled: Mapping[str, str], policy_sets: Mapping[str, Policies]) -> tuple[Registry, list[EndpointProblem]]:
     problems = _Problems()
     context = RenderContext(manifest, variables, target)
     endpoints: list[Endpoint] = []
@@ -177,7 +177,7 @@ def _build(manifest: Manifest, project_dir: Path, variables: Mapping[str, Any], 
         except ValidationError as exc:
             problems.add(node, "", f"config.meta.mxcp: {format_validation_error(exc)}")
             continue
-        builder = _NodeBuilder(manifest, node, project_dir, context, compiled, problems)
+        builder = _NodeBuilder(manifest, node, project_dir, context, compiled, problems, policy_sets)
         for kind, items, model in (("tool", parsed.tools, ToolSpec), ("resource", parsed.resources, ResourceSpec),
                                    ("prompt", parsed.prompts, PromptSpec)):
             for i, raw in enumerate(items):
@@ -226,7 +226,8 @@ class _NodeBuilder:
     """Resolves the endpoints declared on one node."""
 
     def __init__(self, manifest: Manifest, node: Node, project_dir: Path, context: RenderContext,
-                 compiled: Mapping[str, str], problems: _Problems) -> None:
+                 compiled: Mapping[str, str], problems: _Problems, policy_sets: Mapping[str, Policies]) -> None:
+        self.policy_sets = policy_sets
         self.manifest = manifest
         self.node = node
         self.project_dir = project_dir
@@ -240,9 +241,15 @@ class _NodeBuilder:
             spec = spec.model_copy(update={"description": node.description})
         if isinstance(spec, PromptSpec):
             return self._prompt(spec, label)
+        unknown = [name for name in spec.policies.use if name not in self.policy_sets]
+        if unknown:
+            self.problems.add(node, label, f"policies.use names no policy set {', '.join(map(repr, unknown))} "
+                                           f"(mxcp.yml policy_sets: {', '.join(sorted(self.policy_sets)) or 'none'})")
+            return None
+        used = [self.policy_sets[name] for name in spec.policies.use]
         try:
-            input_rules = compile_rules(spec.policies.input, "input")
-            output_rules = compile_rules(spec.policies.output, "output")
+            input_rules = compile_rules([r for p in [*used, spec.policies] for r in p.input], "input")
+            output_rules = compile_rules([r for p in [*used, spec.policies] for r in p.output], "output")
         except PolicySyntaxError as exc:
             self.problems.add(node, label, str(exc))
             return None

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .endpoints import Policies
 from .engine import Limits
 from .errors import ConfigError
 from .project import read_yaml, render_jinja
@@ -128,6 +129,7 @@ class Settings(_Strict):
     audit: AuditSettings = Field(default_factory=AuditSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    policy_sets: dict[str, Policies] = Field(default_factory=dict)
 
     def engine_limits(self) -> Limits:
         """The global limits as the engine takes them."""

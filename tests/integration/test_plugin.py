@@ -166,3 +166,24 @@ def test_plugin_can_be_switched_off(fresh_it_project: Project) -> None:
     assert proc.returncode == 0
     assert (fresh_it_project.path / "target" / "manifest.json").exists()
     assert not (fresh_it_project.path / "target" / "mxcp_registry.json").exists()
+
+
+def test_policy_sets_from_settings(fresh_it_project: Project) -> None:
+    project = fresh_it_project
+    (project.path / "mxcp.yml").write_text(yaml.safe_dump({"policy_sets": {"staff_only": {"input": [
+        {"condition": "!('staff' in user.groups)", "action": "deny", "reason": "Staff only"}]}}}))
+    path = project.path / "models" / "properties.yml"
+    doc = yaml.safe_load(path.read_text())
+    model = next(m for m in doc["models"] if m["name"] == "people_enriched")
+    tool = next(t for t in model["config"]["meta"]["mxcp"]["tools"] if t["name"] == "get_person")
+    tool["policies"] = {"use": ["staff_only"]}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    project.dbt("build")
+    denied = project.mxcp("run", "tool", "get_person", "--param", "id=1", check=False)
+    assert denied.returncode == 1 and "Staff only" in denied.stderr
+    allowed = project.mxcp("run", "tool", "get_person", "--param", "id=1", "--user", '{"groups": ["staff"]}')
+    assert json.loads(allowed.stdout)["name"] == "Ann"
+    tool["policies"] = {"use": ["no_such_set"]}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    proc = project.dbt("parse", check=False)
+    assert proc.returncode == 2 and "policies.use names no policy set 'no_such_set'" in proc.stdout

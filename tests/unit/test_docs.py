@@ -72,6 +72,8 @@ def test_every_setting_is_documented() -> None:
     missing = []
     for section, field in settings.Settings.model_fields.items():
         model = field.annotation
-        assert isinstance(model, type) and issubclass(model, BaseModel)
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):  # a mapping, such as policy_sets
+            missing += [section] if f"`{section}" not in text else []
+            continue
         missing += [f"{section}.{name}" for name in model.model_fields if f"`{section}.{name}`" not in text]
     assert not missing, f"docs/settings.md does not document {missing}"
