@@ -95,12 +95,22 @@ class OAuthSettings(_Strict):
 
     issuer: str
     audience: str  # mandatory: a token minted for another service is refused
-    jwks_uri: str
+    jwks_uri: str | None = None  # JWTs checked locally against the issuer's keys ...
+    introspection_endpoint: str | None = None  # ... or any token asked about (RFC 7662)
+    client_id: str | None = None  # the server's credentials at the introspection endpoint
+    client_secret: str | None = None
     algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
     leeway: int = Field(default=30, ge=0, le=300)
     required_scopes: list[str] = Field(default_factory=list)
     resource_url: str | None = None  # this server's public URL, for the RFC 9728 metadata
     claims: dict[str, str] = Field(default_factory=dict)  # user field -> claim name (role, groups, email, name, id)
+
+
+    @model_validator(mode="after")
+    def _one_way(self) -> OAuthSettings:
+        if (self.jwks_uri is None) == (self.introspection_endpoint is None):
+            raise ValueError("auth.oauth needs exactly one of jwks_uri (JWTs) or introspection_endpoint (RFC 7662)")
+        return self
 
 
 class AuthSettings(_Strict):

@@ -15,7 +15,7 @@ import anyio.to_thread
 from ..errors import ConfigError
 from ..user import make_user
 from .api_keys import ApiKeys
-from .tokens import JwtVerifier, TokenError
+from .tokens import IntrospectionVerifier, JwtVerifier, TokenError
 
 log = logging.getLogger("dbt_mxcp.auth")
 Scope = MutableMapping[str, Any]
@@ -33,7 +33,10 @@ class Authenticator:
         self.settings = settings
         self.kind = settings.type
         self.keys = ApiKeys(settings.api_keys) if settings.type == "api_key" else None
-        self.jwt = JwtVerifier(settings.oauth) if settings.type == "oauth" else None
+        self.tokens: JwtVerifier | IntrospectionVerifier | None = None
+        if settings.type == "oauth":
+            oauth = settings.oauth
+            self.tokens = JwtVerifier(oauth) if oauth.jwks_uri else IntrospectionVerifier(oauth)
 
     def authenticate(self, credential: str) -> dict[str, Any]:
         """The caller for a bearer credential; TokenError when it is refused."""
@@ -42,8 +45,8 @@ class Authenticator:
             if user is None:
                 raise TokenError("unknown or revoked API key")
             return user
-        assert self.jwt is not None
-        return self.jwt.user_for(credential)
+        assert self.tokens is not None
+        return self.tokens.user_for(credential)
 
     def metadata(self) -> dict[str, Any] | None:
         """RFC 9728 protected-resource metadata (OAuth only)."""

@@ -61,6 +61,51 @@ class JwtVerifier:
         return user_from_claims(claims, cfg.claims, scopes)
 
 
+class IntrospectionVerifier:
+    """Asks the authorization server about each token (RFC 7662): active, audience, issuer, expiry, scopes."""
+
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+
+    def user_for(self, token: str) -> dict[str, Any]:
+        """The caller the token stands for; TokenError when it must be refused."""
+        import base64
+        import json
+        import time
+        import urllib.error
+        import urllib.parse
+        import urllib.request
+
+        cfg = self.settings
+        body = urllib.parse.urlencode({"token": token, "token_type_hint": "access_token"}).encode()
+        request = urllib.request.Request(cfg.introspection_endpoint, data=body, method="POST", headers={
+            "Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"})
+        if cfg.client_id:
+            basic = base64.b64encode(f"{cfg.client_id}:{cfg.client_secret or ''}".encode()).decode()
+            request.add_header("Authorization", f"Basic {basic}")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                claims = json.loads(response.read())
+        except (urllib.error.URLError, OSError, ValueError):
+            # Fail closed: a token that cannot be checked is refused.
+            raise TokenError("the token could not be checked with the authorization server") from None
+        if not isinstance(claims, dict) or claims.get("active") is not True:
+            raise TokenError("the token is not active")
+        audiences = claims.get("aud")
+        audiences = [audiences] if isinstance(audiences, str) else list(audiences or [])
+        if cfg.audience not in audiences:
+            raise TokenError("the token was issued for another audience")
+        if "iss" in claims and claims["iss"] != cfg.issuer:
+            raise TokenError("the token was issued by another issuer")
+        if isinstance(claims.get("exp"), int | float) and claims["exp"] + cfg.leeway < time.time():
+            raise TokenError("the token has expired")
+        scopes = _scopes(claims)
+        missing = [s for s in cfg.required_scopes if s not in scopes]
+        if missing:
+            raise TokenError(f"the token lacks scope(s) {' '.join(missing)}", insufficient_scope=True)
+        return user_from_claims(claims, cfg.claims, scopes)
+
+
 def _scopes(claims: Mapping[str, Any]) -> list[str]:
     raw = claims.get("scope", claims.get("scp", []))
     return raw.split() if isinstance(raw, str) else [str(s) for s in raw or []]

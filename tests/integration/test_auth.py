@@ -189,3 +189,62 @@ async def test_stdio_identity_from_settings(fresh_it_project: Project) -> None:
         assert (await c.call_tool("salary_band", {"band_min": 0})).is_error
     records = json.loads(project.mxcp("log", "--output", "json").stdout)
     assert [(r["caller"]["id"], r["transport"]) for r in records] == [("analyst", "stdio"), ("staff-bot", "stdio")]
+
+
+@contextmanager
+def introspection_server(answers: dict[str, dict[str, Any]], seen: list[str]) -> Iterator[str]:
+    """The stand-in authorization server: answers RFC 7662 introspection for known opaque tokens."""
+    from urllib.parse import parse_qs
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            form = parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
+            seen.append(self.headers.get("Authorization", ""))
+            document = json.dumps(answers.get(form["token"][0], {"active": False})).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(document)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/introspect"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_oauth_token_introspection(fresh_it_project: Project) -> None:
+    project = fresh_it_project
+    project.dbt("build")
+    now = int(time.time())
+    answers = {
+        "opaque-good": {"active": True, "aud": AUDIENCE, "iss": ISSUER, "sub": "hr-analyst", "groups": ["hr"],
+                        "scope": "mcp:read", "exp": now + 300},
+        "opaque-other-service": {"active": True, "aud": "http://127.0.0.1/other", "iss": ISSUER, "exp": now + 300},
+        "opaque-expired": {"active": True, "aud": AUDIENCE, "iss": ISSUER, "exp": now - 600},
+    }
+    seen: list[str] = []
+    with introspection_server(answers, seen) as endpoint:
+        _settings(project, {"auth": {"type": "oauth", "oauth": {
+            "issuer": ISSUER, "audience": AUDIENCE, "introspection_endpoint": endpoint,
+            "client_id": "mcp-server", "client_secret": "s3cret"}}})
+        with http_server(project) as base:
+            async with client_with(base, {"Authorization": "Bearer opaque-good"}) as c:
+                assert not (await c.call_tool("salary_band", {"band_min": 0})).is_error  # groups from the answer
+            async with httpx2.AsyncClient() as http:
+                body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+                for token in ("opaque-other-service", "opaque-expired", "opaque-unknown"):
+                    answer = await http.post(f"{base}/mcp", json=body, headers={"Authorization": f"Bearer {token}"})
+                    assert answer.status_code == 401, token
+    assert seen and all(h.startswith("Basic ") for h in seen)  # the server authenticated itself
+    # With the authorization server gone, tokens cannot be checked: refused, never let through.
+    with http_server(project) as base:
+        async with httpx2.AsyncClient() as http:
+            answer = await http.post(f"{base}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                                     headers={"Authorization": "Bearer opaque-good"})
+        assert answer.status_code == 401
