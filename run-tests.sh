@@ -9,7 +9,21 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
 fi
 VENV=$(mktemp -d /tmp/dbt-mxcp-tests.XXXXXX)
-trap 'rm -rf "$VENV"' EXIT
+# A throwaway PostgreSQL (Debian's package) for the Postgres audit sink tests.
+PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+if [ -z "$PG_BIN" ]; then
+    apt-get update -qq && apt-get install -y -qq postgresql >/dev/null
+    PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+fi
+PGDATA=$(mktemp -d /tmp/dbt-mxcp-pg.XXXXXX)
+PGPORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+as_pg() { if [ "$(id -u)" = 0 ]; then su postgres -s /bin/sh -c "$*"; else sh -c "$*"; fi; }
+[ "$(id -u)" = 0 ] && chown postgres "$PGDATA"
+as_pg "'$PG_BIN/initdb' -D '$PGDATA' -A trust -U postgres" >/dev/null
+as_pg "'$PG_BIN/pg_ctl' -D '$PGDATA' -l '$PGDATA/server.log' -w -o \"-p $PGPORT -k $PGDATA -c listen_addresses=127.0.0.1\" start" >/dev/null
+trap 'as_pg "\"$PG_BIN/pg_ctl\" -D \"$PGDATA\" -m fast stop" >/dev/null 2>&1; rm -rf "$VENV" "$PGDATA"' EXIT
+export DBT_MXCP_TEST_PG_DSN="postgresql://postgres@127.0.0.1:$PGPORT/postgres"
+
 "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet -e ".[dev]"

@@ -73,7 +73,10 @@ class AuditSettings(_Strict):
     """The audit log: one record per call, written before the call is answered."""
 
     enabled: bool = True
-    path: str | None = None  # default: mxcp_audit.jsonl under dbt's log-path
+    sink: Literal["jsonl", "postgres"] = "jsonl"
+    path: str | None = None  # jsonl: default mxcp_audit.jsonl under dbt's log-path
+    postgres_dsn: str | None = None  # postgres: e.g. "{{ env_var('MXCP_AUDIT_DSN') }}"
+    table: str = "mxcp_audit"  # postgres: the table, created if missing
     strict: bool = True
     fsync: Literal["every", "interval", "os"] = "interval"
     fsync_interval: float = Field(default=1.0, gt=0)
@@ -132,6 +135,12 @@ class AuthSettings(_Strict):
 
 class Settings(_Strict):
     """All of `mxcp.yml` for one target."""
+
+    @model_validator(mode="after")
+    def _audit_sink(self) -> Settings:
+        if self.audit.enabled and self.audit.sink == "postgres" and not self.audit.postgres_dsn:
+            raise ValueError("audit.sink postgres needs audit.postgres_dsn")
+        return self
 
     server: ServerSettings = Field(default_factory=ServerSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)

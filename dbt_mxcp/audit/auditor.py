@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import CallError, ConfigError
 from ..policy import Decision
@@ -37,10 +37,20 @@ def load_key(configured: str | None, log_dir: Path) -> bytes:
     return path.read_text().strip().encode("utf-8")
 
 
+class Sink(Protocol):
+    """Where records go: the JSONL file or the Postgres table."""
+
+    def write(self, record: dict[str, Any]) -> dict[str, Any]: ...
+
+    def lines(self) -> Iterator[tuple[Any, int, str]]: ...
+
+    def close(self) -> None: ...
+
+
 class Auditor:
     """Writes one record per call to its sink."""
 
-    def __init__(self, sink: JsonlSink, key: bytes, *, strict: bool = True) -> None:
+    def __init__(self, sink: Sink, key: bytes, *, strict: bool = True) -> None:
         self.sink = sink
         self.key = key
         self.strict = strict
@@ -72,17 +82,26 @@ class Auditor:
         self.sink.close()
 
 
+def make_sink(cfg: Any, log_path: Path, project_dir: Path) -> tuple[Sink, Path]:
+    """The sink `audit` settings ask for, and the folder for the HMAC key file."""
+    path = project_dir / cfg.path if cfg.path else log_path / "mxcp_audit.jsonl"
+    if cfg.sink == "postgres":
+        from .postgres import PostgresSink
+
+        return PostgresSink(cfg.postgres_dsn, cfg.table), log_path
+    return JsonlSink(path, fsync=cfg.fsync, interval=cfg.fsync_interval, max_bytes=cfg.max_bytes,
+                     backups=cfg.backups), path.parent
+
+
 def make_auditor(settings: Any, log_path: Path, project_dir: Path) -> Auditor | None:
     """The auditor `mxcp.yml` asks for (None when audit is off); a relative path is the project's."""
     cfg = settings.audit
     if not cfg.enabled:
         return None
-    path = project_dir / cfg.path if cfg.path else log_path / "mxcp_audit.jsonl"
-    sink = JsonlSink(path, fsync=cfg.fsync, interval=cfg.fsync_interval, max_bytes=cfg.max_bytes,
-                     backups=cfg.backups)
+    sink, key_dir = make_sink(cfg, log_path, project_dir)
     try:
-        key = load_key(cfg.hmac_key, path.parent)
+        key = load_key(cfg.hmac_key, key_dir)
     except OSError as exc:
-        raise ConfigError(f"cannot create the audit key in {path.parent}: {exc.strerror}; make the folder "
+        raise ConfigError(f"cannot create the audit key in {key_dir}: {exc.strerror}; make the folder "
                           "writable or set audit.hmac_key in mxcp.yml") from None
     return Auditor(sink, key, strict=cfg.strict)

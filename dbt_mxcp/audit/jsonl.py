@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,8 +58,13 @@ def iter_lines(path: Path) -> Iterator[tuple[Path, int, str]]:
 
 
 def iter_records(path: Path) -> Iterator[dict[str, Any]]:
-    """Every readable record, oldest first (torn lines from a crash are skipped)."""
-    for _, _, line in iter_lines(path):
+    """Every readable record of the file and its rotations, oldest first (torn lines skipped)."""
+    return records_of(iter_lines(path))
+
+
+def records_of(lines: Iterable[tuple[Any, int, str]]) -> Iterator[dict[str, Any]]:
+    """The records among (source, number, line) triples; lines that are not JSON are skipped."""
+    for _, _, line in lines:
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
@@ -82,15 +87,20 @@ class Verification:
 
 
 def verify(path: Path) -> Verification:
-    """Check the hash chain over the audit file and its rotations.
+    """Check the hash chain over the audit file and its rotations."""
+    return verify_lines(iter_lines(path))
+
+
+def verify_lines(lines: Iterable[tuple[Any, int, str]]) -> Verification:
+    """Check the hash chain over (source, number, line) triples, oldest first.
 
     A line that is not JSON (a write torn by a crash) is reported but does not break the chain;
     a record whose hash or link is wrong does.
     """
     result = Verification()
     previous = None
-    for file, number, line in iter_lines(path):
-        where = f"{file.name}:{number}"
+    for source, number, line in lines:
+        where = f"{getattr(source, 'name', source)}:{number}"
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
@@ -152,6 +162,10 @@ class JsonlSink:
         with self.path.open("rb") as fh:
             fh.seek(-1, os.SEEK_END)
             return fh.read(1) == b"\n"
+
+    def lines(self) -> Iterator[tuple[Path, int, str]]:
+        """(file, line number, text) of every line written so far, oldest first."""
+        return iter_lines(self.path)
 
     def write(self, record: dict[str, Any]) -> dict[str, Any]:
         """Append `record` (chained to the previous one); the record as written. AuditWriteError on failure."""

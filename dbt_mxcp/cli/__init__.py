@@ -266,17 +266,18 @@ def serve(flags: Flags, transport: str, host: str, port: int, stateless: bool, j
 def log_command(flags: Flags, since: str | None, endpoint: str | None, user_filter: str | None, status: str | None,
                 decision: str | None, output: str, verify: bool) -> None:
     """Query the audit log (one record per call), or verify its hash chain."""
-    from ..audit.jsonl import iter_records
-    from ..audit.jsonl import verify as verify_chain
+    from ..audit.auditor import make_sink
+    from ..audit.jsonl import records_of, verify_lines
     from ..audit.query import COLUMNS, Filters, flat, parse_since, select
     from ..project import load_project
     from ..settings import load_settings
 
     project = load_project(flags)
     cfg = load_settings(project.project_dir, flags.target, project.variables).audit
-    path = project.project_dir / cfg.path if cfg.path else project.log_path / "mxcp_audit.jsonl"
+    sink, _ = make_sink(cfg, project.log_path, project.project_dir)
+    path = cfg.table if cfg.sink == "postgres" else getattr(sink, "path", "")
     if verify:
-        result = verify_chain(path)
+        result = verify_lines(sink.lines())
         for problem in result.torn:
             line(f"Warning: {problem}: a torn record (a write cut off by a crash); the chain continues", "warning")
         for problem in result.broken:
@@ -287,7 +288,7 @@ def log_command(flags: Flags, since: str | None, endpoint: str | None, user_filt
         line(f"Audit log {path}: {result.records} records, hash chain intact", "ok")
         return
     filters = Filters(parse_since(since) if since else None, endpoint, user_filter, status, decision)
-    records = list(select(iter_records(path), filters))
+    records = list(select(records_of(sink.lines()), filters))
     if output == "json":
         emit_json(records)
     elif output == "csv":
