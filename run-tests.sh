@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite from scratch: a fresh virtualenv, the package with its dev
-# extras, then ruff, mypy and pytest (which runs real `dbt build`s on DuckDB).
+# extras, then ruff, mypy and pytest (real `dbt build`s on DuckDB, MCP clients over
+# stdio and HTTP, the Inspector CLI on node, and a throwaway PostgreSQL started here).
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}

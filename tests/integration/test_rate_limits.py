@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -18,23 +17,19 @@ from dbt_mxcp.warehouse import Warehouse
 from tests.helpers import Project
 
 
-@contextmanager
-def _pipeline(project: Project, settings: RateLimitSettings) -> Iterator[Pipeline]:
-    path = str(project.path)
+@pytest.fixture
+def make_pipeline(it_project: Project) -> Iterator[Callable[[RateLimitSettings], Pipeline]]:
+    """Pipelines over the built integration project, each with its own rate limiter."""
+    path = str(it_project.path)
     loaded = load(Flags(project_dir=path, profiles_dir=path))
     warehouse = Warehouse(loaded.require_warehouse())
-    try:
-        yield Pipeline(loaded.registry, warehouse, rate_limiter=RateLimiter(settings))
-    finally:
-        warehouse.close()
+    yield lambda settings: Pipeline(loaded.registry, warehouse, rate_limiter=RateLimiter(settings))
+    warehouse.close()
 
 
-def test_a_flooding_caller_is_limited_and_others_are_not(it_project: Project) -> None:
-    with _pipeline(it_project, RateLimitSettings(per_caller=RateLimit(calls=3, per_seconds=60))) as pipeline:
-        _flood(pipeline)
-
-
-def _flood(pipeline: Pipeline) -> None:
+def test_a_flooding_caller_is_limited_and_others_are_not(make_pipeline: Callable[[RateLimitSettings],
+                                                                                 Pipeline]) -> None:
+    pipeline = make_pipeline(RateLimitSettings(per_caller=RateLimit(calls=3, per_seconds=60)))
     for _ in range(3):
         pipeline.call_tool("get_person", {"id": 1}, {"id": "flood"})
     with pytest.raises(CallError) as info:
@@ -45,12 +40,8 @@ def _flood(pipeline: Pipeline) -> None:
     assert time.perf_counter() - started < 1  # the other caller is answered at once
 
 
-def test_endpoint_limit_refills(it_project: Project) -> None:
-    with _pipeline(it_project, RateLimitSettings(per_endpoint=RateLimit(calls=2, per_seconds=0.5))) as pipeline:
-        _refill(pipeline)
-
-
-def _refill(pipeline: Pipeline) -> None:
+def test_endpoint_limit_refills(make_pipeline: Callable[[RateLimitSettings], Pipeline]) -> None:
+    pipeline = make_pipeline(RateLimitSettings(per_endpoint=RateLimit(calls=2, per_seconds=0.5)))
     pipeline.call_tool("get_person", {"id": 1}, {"id": "a"})
     pipeline.call_tool("get_person", {"id": 1}, {"id": "b"})
     with pytest.raises(CallError, match="tool get_person"):
