@@ -92,29 +92,41 @@ async def test_api_keys(fresh_it_project: Project) -> None:
     assert HR_KEY not in "".join(p.read_text() for p in (project.path / "logs").iterdir() if p.suffix == ".jsonl")
 
 
+class _JsonHandler(BaseHTTPRequestHandler):
+    """A stand-in server's request handler: `answer(request body)` gives the JSON to send back."""
+
+    answer: Any = None
+
+    def _reply(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        document = json.dumps(type(self).answer(self, self.rfile.read(length).decode())).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(document)
+
+    do_GET = do_POST = _reply
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
 @contextmanager
-def jwks_server(keys: list[dict[str, Any]]) -> Iterator[str]:
-    """The stand-in identity provider: serves a JWKS document on 127.0.0.1."""
-    document = json.dumps({"keys": keys}).encode()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(document)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+def stand_in(answer: Any, path: str) -> Iterator[str]:
+    """A small real HTTP server on 127.0.0.1 answering JSON (the identity provider's stand-in)."""
+    handler = type("Handler", (_JsonHandler,), {"answer": answer})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
+        yield f"http://127.0.0.1:{server.server_address[1]}{path}"
     finally:
         server.shutdown()
         server.server_close()
+
+
+def jwks_server(keys: list[dict[str, Any]]) -> Any:
+    """The stand-in identity provider's JWKS document."""
+    return stand_in(lambda request, body: {"keys": keys}, "/jwks.json")
 
 
 def _public_jwk(key: rsa.RSAPrivateKey, kid: str) -> dict[str, Any]:
@@ -191,31 +203,15 @@ async def test_stdio_identity_from_settings(fresh_it_project: Project) -> None:
     assert [(r["caller"]["id"], r["transport"]) for r in records] == [("analyst", "stdio"), ("staff-bot", "stdio")]
 
 
-@contextmanager
-def introspection_server(answers: dict[str, dict[str, Any]], seen: list[str]) -> Iterator[str]:
+def introspection_server(answers: dict[str, dict[str, Any]], seen: list[str]) -> Any:
     """The stand-in authorization server: answers RFC 7662 introspection for known opaque tokens."""
     from urllib.parse import parse_qs
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            form = parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
-            seen.append(self.headers.get("Authorization", ""))
-            document = json.dumps(answers.get(form["token"][0], {"active": False})).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(document)
+    def answer(request: BaseHTTPRequestHandler, body: str) -> dict[str, Any]:
+        seen.append(request.headers.get("Authorization", ""))
+        return answers.get(parse_qs(body)["token"][0], {"active": False})
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/introspect"
-    finally:
-        server.shutdown()
-        server.server_close()
+    return stand_in(answer, "/introspect")
 
 
 async def test_oauth_token_introspection(fresh_it_project: Project) -> None:
