@@ -185,7 +185,7 @@ class Pipeline:
             outcome.row_count = len(result.rows)
             if result.truncated:
                 outcome.truncated = True
-                outcome.note = truncation_note(endpoint, result, self._limits(endpoint))
+                outcome.note = truncation_note(len(result.rows), result.truncated_by, self._limits(endpoint))
         checkers = self._checkers[id(endpoint)]
         if checkers.result is not None:
             problems = checkers.result.problems(outcome.value)
@@ -258,9 +258,7 @@ class Pipeline:
             if len(value) > limits.max_rows:
                 value = value[:limits.max_rows]
                 outcome.truncated = True
-                outcome.note = (f"Only the first {limits.max_rows:,} items are shown: the result reached the "
-                                f"{limits.max_rows:,}-row cap. Narrow the query with more specific arguments to "
-                                "see the rest.")
+                outcome.note = truncation_note(limits.max_rows, "max_rows", limits)
         else:
             outcome.row_count = 1
         outcome.value = value
@@ -321,13 +319,10 @@ def _only_value(endpoint: Endpoint, row: dict[str, Any], kind: str) -> Any:
     return next(iter(row.values()))
 
 
-def truncation_note(endpoint: Endpoint, result: QueryResult, limits: Limits) -> str:
+def truncation_note(shown: int, truncated_by: str | None, limits: Limits) -> str:
     """What a truncated result tells its reader, and how to narrow the query."""
-    if result.truncated_by == "max_bytes":
-        cap = f"the {limits.max_bytes:,}-byte cap"
-    else:
-        cap = f"the {limits.max_rows:,}-row cap"
-    return (f"Only the first {len(result.rows):,} rows are shown: the result reached {cap}. "
+    cap = f"the {limits.max_bytes:,}-byte cap" if truncated_by == "max_bytes" else f"the {limits.max_rows:,}-row cap"
+    return (f"Only the first {shown:,} rows are shown: the result reached {cap}. "
             "Narrow the query with more specific arguments to see the rest.")
 
 

@@ -35,6 +35,11 @@ class WriteDatabase:
         self._conn: Any = None
         self._dirty = False
 
+    @classmethod
+    def from_settings(cls, writes: Any, project_dir: Path) -> WriteDatabase:
+        """The writes database `writes` (mxcp.yml) describes; relative paths are the project's."""
+        return cls(project_dir / writes.path, project_dir / writes.publish_path, writes.init_sql)
+
     def _connection(self) -> Any:
         import duckdb
 

@@ -152,9 +152,7 @@ def run(kind: str, name: str, params: tuple[str, ...], user_json: str | None, fl
     if loaded.settings.writes.enabled:
         from ..writes import WriteDatabase
 
-        root = loaded.project.project_dir
-        cfg = loaded.settings.writes
-        writes = WriteDatabase(root / cfg.path, root / cfg.publish_path, cfg.init_sql)
+        writes = WriteDatabase.from_settings(loaded.settings.writes, loaded.project.project_dir)
     from ..audit.auditor import make_auditor
 
     auditor = make_auditor(loaded.settings, loaded.project.log_path, loaded.project.project_dir)

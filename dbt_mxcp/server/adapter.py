@@ -307,12 +307,16 @@ class McpAdapter:
 
     # -- resources -----------------------------------------------------------------------------
 
+    def _resources(self, ctx: Any, *, static: bool) -> list[Endpoint]:
+        """The caller's resources: static URIs, or templates with {variables}."""
+        return [e for e in self._visible(ctx, "resource")
+                if e.uri_template is not None and e.uri_template.is_static == static]
+
     async def _list_resources(self, ctx: Any,
                               params: types.PaginatedRequestParams | None) -> types.ListResourcesResult:
         items = [types.Resource(uri=e.name, name=getattr(e.spec, "name", None) or e.name,
                                 description=e.description, mime_type=getattr(e.spec, "mime_type", None))
-                 for e in self._visible(ctx, "resource")
-                 if e.uri_template is not None and e.uri_template.is_static]
+                 for e in self._resources(ctx, static=True)]
         page, cursor = _page(items, params.cursor if params else None)
         return types.ListResourcesResult(resources=list(page), next_cursor=cursor)
 
@@ -320,8 +324,7 @@ class McpAdapter:
                                        ) -> types.ListResourceTemplatesResult:
         items = [types.ResourceTemplate(uri_template=e.name, name=getattr(e.spec, "name", None) or e.name,
                                         description=e.description, mime_type=getattr(e.spec, "mime_type", None))
-                 for e in self._visible(ctx, "resource")
-                 if e.uri_template is not None and not e.uri_template.is_static]
+                 for e in self._resources(ctx, static=False)]
         page, cursor = _page(items, params.cursor if params else None)
         return types.ListResourceTemplatesResult(resource_templates=list(page), next_cursor=cursor)
 

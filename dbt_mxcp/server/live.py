@@ -111,8 +111,7 @@ class LiveProject:
         served.pipeline.rate_limiter = self.rate_limiter
         writes = served.loaded.settings.writes
         if writes.enabled:
-            root = served.loaded.project.project_dir
-            self.writes = WriteDatabase(root / writes.path, root / writes.publish_path, writes.init_sql)
+            self.writes = WriteDatabase.from_settings(writes, served.loaded.project.project_dir)
             served.pipeline.writes = self.writes
             threading.Thread(target=publisher, args=(self.writes, 1.0, self._stop_publisher), daemon=True,
                              name="dbt-mxcp-writes-publisher").start()
