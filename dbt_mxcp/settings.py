@@ -93,7 +93,16 @@ class ApiKey(_Strict):
     name: str | None = None  # a label for the key, shown in logs instead of the key
 
 
-class OAuthSettings(_Strict):
+class ClaimMapping(_Strict):
+    """How an identity provider's claims become the `user` that policies see."""
+
+    # user field (id, email, name, role, groups) -> claim name, or a dotted path into nested claims
+    claims: dict[str, str] = Field(default_factory=dict)
+    role_map: dict[str, str] = Field(default_factory=dict)  # role claim value -> role (first listed match wins)
+    default_role: str | None = None  # the role when no role_map entry matches
+
+
+class OAuthSettings(ClaimMapping):
     """The server as an OAuth 2.1 resource server: bearer JWTs checked against the issuer's JWKS."""
 
     issuer: str
@@ -106,8 +115,6 @@ class OAuthSettings(_Strict):
     leeway: int = Field(default=30, ge=0, le=300)
     required_scopes: list[str] = Field(default_factory=list)
     resource_url: str | None = None  # this server's public URL, for the RFC 9728 metadata
-    claims: dict[str, str] = Field(default_factory=dict)  # user field -> claim name (role, groups, email, name, id)
-
 
     @model_validator(mode="after")
     def _one_way(self) -> OAuthSettings:
@@ -116,18 +123,59 @@ class OAuthSettings(_Strict):
         return self
 
 
-class AuthSettings(_Strict):
-    """Who may call: `none`, `api_key` or `oauth` (HTTP); stdio callers are `stdio_user`."""
+# Identity providers where anyone on the internet has an account: a login there proves nothing
+# about membership, so `allow` must say who may use the server.
+PUBLIC_PROVIDERS = ("github", "google", "atlassian", "salesforce")
 
-    type: Literal["none", "api_key", "oauth"] = "none"
+
+class LoginSettings(ClaimMapping):
+    """The server as the OAuth authorization server MCP clients log in with, delegating to an identity provider."""
+
+    provider: Literal["github", "google", "keycloak", "atlassian", "salesforce", "oidc"]
+    client_id: str  # this server's client at the identity provider
+    client_secret: str | None = None  # e.g. "{{ env_var('GITHUB_CLIENT_SECRET') }}"
+    base_url: str | None = None  # this server's public URL; default http://HOST:PORT of `serve`
+    scopes: list[str] | None = None  # asked of the identity provider; default per provider
+    issuer: str | None = None  # oidc: the provider's issuer (discovery at ISSUER/.well-known/openid-configuration)
+    server_url: str | None = None  # keycloak: e.g. https://sso.example.com
+    realm: str | None = None  # keycloak
+    domain: str = "login.salesforce.com"  # salesforce: or your My Domain
+    authorize_url: str | None = None  # override the provider's endpoints (a provider without discovery)
+    token_url: str | None = None
+    userinfo_url: str | None = None
+    allow: str | None = None  # CEL over `user`: who may log in (required for public providers)
+    access_token_ttl: int = Field(default=3600, ge=60)
+    refresh_token_ttl: int = Field(default=30 * 86400, ge=60)
+    store: str | None = None  # clients and tokens (hashed); default mxcp_oauth.sqlite under dbt's log-path
+
+    @model_validator(mode="after")
+    def _complete(self) -> LoginSettings:
+        if self.provider in PUBLIC_PROVIDERS and not self.allow:
+            raise ValueError(f"auth.login: anyone can log in with {self.provider}; set `allow` to a CEL condition on "
+                             "`user` saying who may use this server, e.g. \"user.email.endsWith('@example.com')\"")
+        if self.provider == "oidc" and not self.issuer:
+            raise ValueError("auth.login provider oidc needs `issuer` (discovery is read from "
+                             "ISSUER/.well-known/openid-configuration)")
+        if self.provider == "keycloak" and not (self.server_url and self.realm):
+            raise ValueError("auth.login provider keycloak needs `server_url` and `realm`")
+        return self
+
+
+class AuthSettings(_Strict):
+    """Who may call: `none`, `api_key`, `oauth` (external tokens) or `login` (HTTP); stdio callers are `stdio_user`."""
+
+    type: Literal["none", "api_key", "oauth", "login"] = "none"
     api_keys: list[ApiKey] = Field(default_factory=list)
     oauth: OAuthSettings | None = None
+    login: LoginSettings | None = None
     stdio_user: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _complete(self) -> AuthSettings:
         if self.type == "oauth" and self.oauth is None:
             raise ValueError("auth.type oauth needs an `oauth` section (issuer, audience, jwks_uri)")
+        if self.type == "login" and self.login is None:
+            raise ValueError("auth.type login needs a `login` section (provider, client_id, client_secret)")
         if self.type == "api_key" and not self.api_keys:
             raise ValueError("auth.type api_key needs at least one entry under `api_keys`")
         return self

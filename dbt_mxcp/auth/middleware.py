@@ -15,6 +15,7 @@ import anyio.to_thread
 from ..errors import ConfigError
 from ..user import make_user
 from .api_keys import ApiKeys
+from .login import LoginServer
 from .tokens import IntrospectionVerifier, JwtVerifier, TokenError
 
 log = logging.getLogger("dbt_mxcp.auth")
@@ -29,12 +30,16 @@ STDIO_KEY_ENV = "DBT_MXCP_API_KEY"
 class Authenticator:
     """Turns a presented credential into the caller, per `auth` in mxcp.yml."""
 
-    def __init__(self, settings: Any) -> None:
+    def __init__(self, settings: Any, login: LoginServer | None = None) -> None:
         self.settings = settings
         self.kind = settings.type
         self.keys = ApiKeys(settings.api_keys) if settings.type == "api_key" else None
-        self.tokens: JwtVerifier | IntrospectionVerifier | None = None
-        if settings.type == "oauth":
+        self.tokens: JwtVerifier | IntrospectionVerifier | LoginServer | None = None
+        if settings.type == "login":
+            if login is None:
+                raise ConfigError("auth.type login serves over HTTP only (use auth.stdio_user for stdio)")
+            self.tokens = login
+        elif settings.type == "oauth":
             oauth = settings.oauth
             self.tokens = JwtVerifier(oauth) if oauth.jwks_uri else IntrospectionVerifier(oauth)
 
@@ -49,7 +54,9 @@ class Authenticator:
         return self.tokens.user_for(credential)
 
     def metadata(self) -> dict[str, Any] | None:
-        """RFC 9728 protected-resource metadata (OAuth only)."""
+        """RFC 9728 protected-resource metadata (OAuth and login only)."""
+        if isinstance(self.tokens, LoginServer):
+            return self.tokens.metadata()
         oauth = self.settings.oauth
         if self.kind != "oauth" or oauth is None:
             return None
@@ -120,15 +127,16 @@ class AuthMiddleware:
 class LiveAuthenticator:
     """The Authenticator for the settings currently served (rebuilt when a reload brings new ones)."""
 
-    def __init__(self, settings: Callable[[], Any]) -> None:
+    def __init__(self, settings: Callable[[], Any], login: LoginServer | None = None) -> None:
         self._settings = settings
+        self._login = login
         self._for: Any = None
         self._auth: Authenticator | None = None
 
     def __call__(self) -> Authenticator:
         settings = self._settings()
         if self._auth is None or settings != self._for:
-            self._auth, self._for = Authenticator(settings), settings
+            self._auth, self._for = Authenticator(settings, self._login), settings
         return self._auth
 
 

@@ -58,7 +58,7 @@ class JwtVerifier:
         missing = [s for s in cfg.required_scopes if s not in scopes]
         if missing:
             raise TokenError(f"the token lacks scope(s) {' '.join(missing)}", insufficient_scope=True)
-        return user_from_claims(claims, cfg.claims, scopes)
+        return user_from_claims(claims, cfg, scopes)
 
 
 class IntrospectionVerifier:
@@ -103,7 +103,7 @@ class IntrospectionVerifier:
         missing = [s for s in cfg.required_scopes if s not in scopes]
         if missing:
             raise TokenError(f"the token lacks scope(s) {' '.join(missing)}", insufficient_scope=True)
-        return user_from_claims(claims, cfg.claims, scopes)
+        return user_from_claims(claims, cfg, scopes)
 
 
 def _scopes(claims: Mapping[str, Any]) -> list[str]:
@@ -111,11 +111,42 @@ def _scopes(claims: Mapping[str, Any]) -> list[str]:
     return raw.split() if isinstance(raw, str) else [str(s) for s in raw or []]
 
 
-def user_from_claims(claims: Mapping[str, Any], mapping: Mapping[str, str], scopes: list[str]) -> dict[str, Any]:
-    """The `user` for a token: standard fields from the mapped (or same-named) claims, all claims kept."""
-    fields: dict[str, Any] = {"id": claims.get(mapping.get("id", "sub")), "scopes": scopes, "claims": dict(claims)}
+def claim(claims: Mapping[str, Any], name: str) -> Any:
+    """The claim `name`: a top-level claim of that exact name (URIs have dots), else a dotted path."""
+    if name in claims:
+        return claims[name]
+    value: Any = claims
+    for part in name.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def user_from_claims(claims: Mapping[str, Any], mapping: Any, scopes: list[str],
+                     names: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The `user` for an identity: fields from the mapped (or same-named) claims, all claims kept.
+
+    `mapping` has `claims` (field -> claim; `names` when given instead), `role_map` (claim value
+    -> role) and `default_role`.
+    """
+    names = mapping.claims if names is None else names
+    fields: dict[str, Any] = {"id": claim(claims, names.get("id", "sub")), "scopes": scopes, "claims": dict(claims)}
     for name in ("email", "name", "role", "groups"):
-        value = claims.get(mapping.get(name, name))
+        value = claim(claims, names.get(name, name))
         if value is not None:
             fields[name] = value if name != "groups" or isinstance(value, list) else [value]
+    if mapping.role_map or mapping.default_role:
+        fields["role"] = _mapped_role(fields.get("role"), mapping.role_map, mapping.default_role)
+    if fields["id"] is not None:
+        fields["id"] = str(fields["id"])
     return make_user(fields)
+
+
+def _mapped_role(value: Any, role_map: Mapping[str, str], default: str | None) -> str | None:
+    """The role for the role claim's value(s): the first `role_map` entry they hold, else `default`."""
+    held = {str(v) for v in value} if isinstance(value, list) else set(str(value).split()) if value else set()
+    for claim_value, role in role_map.items():
+        if claim_value in held:
+            return role
+    return default

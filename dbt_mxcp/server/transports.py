@@ -84,6 +84,16 @@ def _allowed(host: str, port: int, extra_hosts: Sequence[str], extra_origins: Se
     return hosts, origins
 
 
+def _login_server(loaded: Any, default_url: str) -> Any:
+    """The OAuth login server `auth.login` asks for (its store beside the audit log by default)."""
+    from ..auth.login import LoginServer
+
+    cfg = loaded.settings.auth.login
+    project = loaded.project
+    store = project.project_dir / cfg.store if cfg.store else project.log_path / "mxcp_oauth.sqlite"
+    return LoginServer(cfg, cfg.base_url or default_url, store, loaded.settings.server.name or "dbt-mxcp")
+
+
 async def serve_http(adapter: McpAdapter, live: LiveProject, *, host: str, port: int, stateless: bool,
                      interval: float, json_response: bool = False, allowed_hosts: Sequence[str] = (),
                      allowed_origins: Sequence[str] = ()) -> None:
@@ -114,16 +124,21 @@ async def serve_http(adapter: McpAdapter, live: LiveProject, *, host: str, port:
     from ..auth.middleware import Authenticator, AuthMiddleware, LiveAuthenticator
 
     hosts, origins = _allowed(host, port, allowed_hosts, allowed_origins)
-    settings = live.current.loaded.settings.auth
-    authenticator = Authenticator(settings) if settings.type != "none" else None
-    metadata = authenticator.metadata() if authenticator is not None else None
+    loaded = live.current.loaded
+    settings = loaded.settings.auth
     shown = f"[{host}]" if ":" in host else host
-    metadata_url = f"http://{shown}:{port}/.well-known/oauth-protected-resource/mcp" if metadata else None
+    login = _login_server(loaded, f"http://{shown}:{port}") if settings.type == "login" else None
+    authenticator = Authenticator(settings, login) if settings.type != "none" else None
+    metadata = authenticator.metadata() if authenticator is not None else None
+    public = login.base_url if login is not None else f"http://{shown}:{port}"
+    metadata_url = f"{public}/.well-known/oauth-protected-resource/mcp" if metadata else None
 
     async def protected_resource(request: Request) -> JSONResponse:
         return JSONResponse(metadata)
 
     routes = [Route("/healthz", healthz), Route("/readyz", readyz)]
+    if login is not None:
+        routes += login.routes()
     if metadata is not None:  # RFC 9728, at the path-inserted and the plain well-known URL
         routes += [Route("/.well-known/oauth-protected-resource/mcp", protected_resource),
                    Route("/.well-known/oauth-protected-resource", protected_resource)]
@@ -133,7 +148,7 @@ async def serve_http(adapter: McpAdapter, live: LiveProject, *, host: str, port:
         host=host, stateless_http=stateless, json_response=json_response, transport_security=security,
         custom_starlette_routes=routes,
     )
-    current = LiveAuthenticator(lambda: live.current.loaded.settings.auth)
+    current = LiveAuthenticator(lambda: live.current.loaded.settings.auth, login)
     asgi: Any = AuthMiddleware(app, current, metadata_url) if authenticator is not None else app
     config = uvicorn.Config(asgi, host=host, port=port, log_level="warning", lifespan="on",
                             timeout_graceful_shutdown=int(SHUTDOWN_GRACE))

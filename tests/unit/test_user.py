@@ -6,6 +6,7 @@ import copy
 
 import pytest
 
+from dbt_mxcp.auth.tokens import user_from_claims
 from dbt_mxcp.user import MissingClaim, claim_value, make_user
 
 
@@ -100,3 +101,37 @@ def test_absent_or_null_claim_is_missing(path: str) -> None:
 def test_missing_claim_is_a_lookup_error() -> None:
     with pytest.raises(LookupError):
         claim_value(make_user(), "user.email")
+
+
+class _Mapping:
+    def __init__(self, claims: dict[str, str], role_map: dict[str, str] | None = None,
+                 default_role: str | None = None) -> None:
+        self.claims, self.role_map, self.default_role = claims, role_map or {}, default_role
+
+
+def test_claims_by_exact_name_dotted_path_and_uri() -> None:
+    claims = {"sub": 42, "realm_access": {"roles": ["viewer", "data-admin"]},
+              "https://example.com/groups": ["eng"], "mail": "a@example.com"}
+    mapping = _Mapping({"role": "realm_access.roles", "groups": "https://example.com/groups", "email": "mail"},
+                       role_map={"data-admin": "admin", "viewer": "viewer"})
+    user = user_from_claims(claims, mapping, ["read"])
+    # The first role_map entry the claim holds wins, in role_map's order; ids become strings.
+    assert (user["id"], user["role"], user["groups"], user["email"]) == ("42", "admin", ["eng"], "a@example.com")
+    assert user["claims"]["realm_access"] == claims["realm_access"] and user["scopes"] == ["read"]
+
+
+@pytest.mark.parametrize(("role_claim", "expected"), [
+    ("analyst viewer", "reader"),  # a space-separated string
+    (["nobody"], "guest"),  # no match: the default
+    (None, "guest"),  # no claim: the default
+])
+def test_role_map_and_default(role_claim: object, expected: str) -> None:
+    mapping = _Mapping({}, role_map={"viewer": "reader"}, default_role="guest")
+    claims = {"sub": "u"} if role_claim is None else {"sub": "u", "role": role_claim}
+    assert user_from_claims(claims, mapping, [])["role"] == expected
+
+
+def test_without_role_map_the_claim_is_the_role() -> None:
+    assert user_from_claims({"sub": "u", "role": "hr"}, _Mapping({}), [])["role"] == "hr"
+    absent = user_from_claims({"sub": "u", "missing": {"x": 1}}, _Mapping({"role": "missing.y"}), [])
+    assert absent["role"] == "anonymous"
