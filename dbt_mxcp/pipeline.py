@@ -7,7 +7,8 @@ output policies. Every step fails closed: anything it cannot decide is an error,
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -355,3 +356,27 @@ def parse_text_value(param: Any, text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError:
         raise ValueError(f"must be JSON ({kind}), got {text!r}") from None
+
+
+@contextmanager
+def open_pipeline(loaded: Any, *, lock_wait: float, warehouse: bool = True, writes: bool = True,
+                  audit: bool = True) -> Iterator[Pipeline]:
+    """A pipeline over a loaded project for one command (`run`, `test`, `evals`), closed afterwards.
+
+    `writes=False` leaves write endpoints refused (tests and evals never change data).
+    """
+    db = Warehouse(loaded.require_warehouse(), lock_wait=lock_wait) if warehouse else None
+    write_db = None
+    auditor = None
+    try:
+        if writes and loaded.settings.writes.enabled:
+            write_db = WriteDatabase.from_settings(loaded.settings.writes, loaded.project.project_dir)
+        if audit:
+            from .audit.auditor import make_auditor
+
+            auditor = make_auditor(loaded.settings, loaded.project.log_path, loaded.project.project_dir)
+        yield Pipeline(loaded.registry, db, loaded.settings.engine_limits(), loaded.settings, write_db, auditor)
+    finally:
+        for resource in (db, write_db, auditor):
+            if resource is not None:
+                resource.close()

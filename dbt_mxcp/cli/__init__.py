@@ -140,24 +140,13 @@ def run(kind: str, name: str, params: tuple[str, ...], user_json: str | None, fl
     For a resource, NAME is a concrete URI such as customers://42.
     """
     from ..load import load
-    from ..pipeline import Pipeline, parse_text_value
-    from ..warehouse import Warehouse
+    from ..pipeline import open_pipeline, parse_text_value
 
     user = _parse_user(user_json)
     loaded = load(flags)
     if loaded.problems:
         raise RegistryError(loaded.problems)
-    warehouse = Warehouse(loaded.require_warehouse(), lock_wait=lock_wait) if kind != "prompt" else None
-    writes = None
-    if loaded.settings.writes.enabled:
-        from ..writes import WriteDatabase
-
-        writes = WriteDatabase.from_settings(loaded.settings.writes, loaded.project.project_dir)
-    from ..audit.auditor import make_auditor
-
-    auditor = make_auditor(loaded.settings, loaded.project.log_path, loaded.project.project_dir)
-    pipeline = Pipeline(loaded.registry, warehouse, loaded.settings.engine_limits(), loaded.settings, writes, auditor)
-    try:
+    with open_pipeline(loaded, lock_wait=lock_wait, warehouse=kind != "prompt") as pipeline:
         if kind == "resource":
             if params:
                 raise ConfigError("a resource takes no --param: its arguments come from the URI")
@@ -178,13 +167,6 @@ def run(kind: str, name: str, params: tuple[str, ...], user_json: str | None, fl
                 except ValueError as exc:
                     raise CallError("invalid_arguments", f"parameter '{key}' {exc}") from None
             outcome = pipeline.call(endpoint, arguments, user)
-    finally:
-        if warehouse is not None:
-            warehouse.close()
-        if writes is not None:
-            writes.close()
-        if auditor is not None:
-            auditor.close()
     emit_json(outcome.value)
     if outcome.truncated:
         line(f"Warning: result truncated. {outcome.note}", "warning", err=True)
