@@ -73,10 +73,10 @@ class AuditSettings(_Strict):
     """The audit log: one record per call, written before the call is answered."""
 
     enabled: bool = True
-    sink: Literal["jsonl", "postgres"] = "jsonl"
-    path: str | None = None  # jsonl: default mxcp_audit.jsonl under dbt's log-path
+    sink: Literal["jsonl", "duckdb", "postgres"] = "jsonl"
+    path: str | None = None  # jsonl/duckdb: the file; default mxcp_audit.jsonl/.duckdb under dbt's log-path
     postgres_dsn: str | None = None  # postgres: e.g. "{{ env_var('MXCP_AUDIT_DSN') }}"
-    table: str = "mxcp_audit"  # postgres: the table, created if missing
+    table: str = "mxcp_audit"  # duckdb/postgres: the table, created if missing
     strict: bool = True
     fsync: Literal["every", "interval", "os"] = "interval"
     fsync_interval: float = Field(default=1.0, gt=0)

@@ -38,7 +38,7 @@ def load_key(configured: str | None, log_dir: Path) -> bytes:
 
 
 class Sink(Protocol):
-    """Where records go: the JSONL file or the Postgres table."""
+    """Where records go: the JSONL file, the DuckDB file or the Postgres table."""
 
     def write(self, record: dict[str, Any]) -> dict[str, Any]: ...
 
@@ -84,11 +84,16 @@ class Auditor:
 
 def make_sink(cfg: Any, log_path: Path, project_dir: Path) -> tuple[Sink, Path]:
     """The sink `audit` settings ask for, and the folder for the HMAC key file."""
-    path = project_dir / cfg.path if cfg.path else log_path / "mxcp_audit.jsonl"
     if cfg.sink == "postgres":
         from .postgres import PostgresSink
 
         return PostgresSink(cfg.postgres_dsn, cfg.table), log_path
+    if cfg.sink == "duckdb":
+        from .duckdb_sink import DuckDbSink
+
+        path = project_dir / cfg.path if cfg.path else log_path / "mxcp_audit.duckdb"
+        return DuckDbSink(path, cfg.table), path.parent
+    path = project_dir / cfg.path if cfg.path else log_path / "mxcp_audit.jsonl"
     return JsonlSink(path, fsync=cfg.fsync, interval=cfg.fsync_interval, max_bytes=cfg.max_bytes,
                      backups=cfg.backups), path.parent
 
@@ -104,4 +109,14 @@ def make_auditor(settings: Any, log_path: Path, project_dir: Path) -> Auditor | 
     except OSError as exc:
         raise ConfigError(f"cannot create the audit key in {key_dir}: {exc.strerror}; make the folder "
                           "writable or set audit.hmac_key in mxcp.yml") from None
+    if cfg.sink == "duckdb":
+        from .duckdb_sink import AuditFileBusy, DuckDbSink
+
+        assert isinstance(sink, DuckDbSink)
+        try:
+            sink.open()  # a second writer of the file is refused at start, not call by call
+        except AuditFileBusy as exc:
+            raise ConfigError(str(exc)) from None
+        except AuditWriteError:
+            pass  # e.g. an unwritable folder: each call reports it (and fails, when strict)
     return Auditor(sink, key, strict=cfg.strict)

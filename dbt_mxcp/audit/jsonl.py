@@ -41,6 +41,13 @@ def chain_hash(record: dict[str, Any]) -> str:
     return hashlib.sha256(canonical(record).encode("utf-8")).hexdigest()
 
 
+def link(record: dict[str, Any], prev_hash: str) -> tuple[dict[str, Any], str]:
+    """`record` chained after `prev_hash` (with its `hash`), and the exact JSON line its sink stores."""
+    chained = {**record, "prev_hash": prev_hash}
+    chained["hash"] = chain_hash(chained)
+    return chained, json.dumps(chained, ensure_ascii=False, separators=(",", ":"))
+
+
 def log_files(path: Path) -> list[Path]:
     """The audit file and its rotated predecessors, oldest first."""
     rotated = sorted((p for p in path.parent.glob(path.name + ".*") if p.suffix[1:].isdigit()),
@@ -173,9 +180,8 @@ class JsonlSink:
             try:
                 if self._fd is None:
                     self._open()
-                chained = {**record, "prev_hash": self._prev}
-                chained["hash"] = chain_hash(chained)
-                line = (json.dumps(chained, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+                chained, text = link(record, self._prev)
+                line = (text + "\n").encode("utf-8")
                 if self._size and self._size + len(line) > self.max_bytes:
                     self._rotate()
                 assert self._fd is not None

@@ -7,22 +7,22 @@ chain. The exact JSON line is stored (`line`), so `verify` recomputes hashes ove
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 from ..errors import ConfigError
-from .jsonl import GENESIS, AuditWriteError, chain_hash
+from .jsonl import GENESIS, AuditWriteError, link
 
 _LOCK_KEY = 7_361_204_885  # the advisory lock that serialises writers of the chain
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 
 
-def _check_table(table: str) -> str:
+def check_table(table: str) -> str:
+    """`table`, if it is a plain (schema.)table name that is safe to put in SQL; ConfigError otherwise."""
     if not _TABLE.match(table):
-        raise ValueError(f"audit.table {table!r} must be a plain (schema.)table name")
+        raise ConfigError(f"audit.table {table!r} must be a plain (schema.)table name")
     return table
 
 
@@ -31,7 +31,7 @@ class PostgresSink:
 
     def __init__(self, dsn: str, table: str = "mxcp_audit") -> None:
         self.dsn = dsn
-        self.table = _check_table(table)
+        self.table = check_table(table)
         self._conn: Any = None
         self._lock = threading.Lock()
 
@@ -60,9 +60,7 @@ class PostgresSink:
                 with conn.transaction():
                     conn.execute("select pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
                     last = conn.execute(f"select hash from {self.table} order by id desc limit 1").fetchone()
-                    chained = {**record, "prev_hash": last[0] if last else GENESIS}
-                    chained["hash"] = chain_hash(chained)
-                    line = json.dumps(chained, ensure_ascii=False, separators=(",", ":"))
+                    chained, line = link(record, last[0] if last else GENESIS)
                     conn.execute(f"insert into {self.table} (time, hash, line) values (%s, %s, %s)",
                                  (chained["time"], chained["hash"], line))
             except psycopg.Error as exc:
