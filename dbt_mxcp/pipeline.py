@@ -154,7 +154,8 @@ class Pipeline:
                         error=f"{type(exc).__name__}: {exc}")
             raise
         self._audit(endpoint, outcome.arguments, caller, transport, decisions, started, "ok",
-                    rows=outcome.row_count, affected_rows=outcome.affected_rows, truncated=outcome.truncated)
+                    rows=outcome.row_count, affected_rows=outcome.affected_rows, truncated=outcome.truncated,
+                    result=outcome.value)
         return outcome
 
     def _audit(self, endpoint: Endpoint, arguments: Mapping[str, Any], caller: Mapping[str, Any], transport: str,

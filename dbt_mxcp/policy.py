@@ -164,11 +164,11 @@ def apply_output(rules: Sequence[CompiledRule], variables: Mapping[str, Any], re
         if rule.action == "deny":
             raise CallError("denied", rule.reason or f"denied by policy output[{i}]")
         if rule.action == "filter_fields":
-            result = _edit_paths(result, rule.fields or [], _drop)
+            result = edit_paths(result, rule.fields or [], _drop)
         elif rule.action == "mask_fields":
-            result = _edit_paths(result, rule.fields or [], _mask)
+            result = edit_paths(result, rule.fields or [], _mask)
         elif rule.action == "filter_sensitive_fields":
-            result = _edit_paths(result, sensitive_paths, _drop)
+            result = edit_paths(result, sensitive_paths, _drop)
     return result
 
 
@@ -181,7 +181,7 @@ def _mask(obj: dict[str, Any], key: str) -> None:
         obj[key] = MASK
 
 
-def _edit_paths(value: Any, paths: Sequence[str], edit: Callable[[dict[str, Any], str], None]) -> Any:
+def edit_paths(value: Any, paths: Sequence[str], edit: Callable[[dict[str, Any], str], None]) -> Any:
     """A copy of `value` with `edit` applied at each dotted path (lists are walked item by item)."""
     import copy
 

@@ -83,6 +83,7 @@ class AuditSettings(_Strict):
     max_bytes: int = Field(default=100_000_000, ge=1000)
     backups: int = Field(default=10, ge=1)
     hmac_key: str | None = None  # default: a random key in mxcp_audit.key beside the log
+    results: bool = False  # also record what each answered call returned (sensitive fields as HMAC)
 
 
 class ApiKey(_Strict):

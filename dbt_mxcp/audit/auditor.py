@@ -50,10 +50,11 @@ class Sink(Protocol):
 class Auditor:
     """Writes one record per call to its sink."""
 
-    def __init__(self, sink: Sink, key: bytes, *, strict: bool = True) -> None:
+    def __init__(self, sink: Sink, key: bytes, *, strict: bool = True, results: bool = False) -> None:
         self.sink = sink
         self.key = key
         self.strict = strict
+        self.results = results  # record what answered calls returned
         self.healthy = True
         self.last_error: str | None = None
         self.lost = 0
@@ -62,7 +63,8 @@ class Auditor:
                status: str, decisions: Sequence[Decision], duration_ms: float, **details: Any) -> None:
         """Write the record of one call; in strict mode a failed write fails the call."""
         record = make_record(endpoint=endpoint, arguments=arguments, user=user, transport=transport, status=status,
-                             decisions=decisions, duration_ms=duration_ms, key=self.key, **details)
+                             decisions=decisions, duration_ms=duration_ms, key=self.key,
+                             with_result=self.results and status == "ok", **details)
         try:
             self.sink.write(record)
         except AuditWriteError as exc:
@@ -119,4 +121,4 @@ def make_auditor(settings: Any, log_path: Path, project_dir: Path) -> Auditor | 
             raise ConfigError(str(exc)) from None
         except AuditWriteError:
             pass  # e.g. an unwritable folder: each call reports it (and fails, when strict)
-    return Auditor(sink, key, strict=cfg.strict)
+    return Auditor(sink, key, strict=cfg.strict, results=cfg.results)

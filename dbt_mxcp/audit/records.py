@@ -1,20 +1,22 @@
 """Audit records: who called what, with which arguments (sensitive ones as a salted HMAC), what the
-policies decided, and how it ended. Result data is never recorded."""
+policies decided, and how it ended. Result data is recorded only when `audit.results` asks for it."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from ..jsonvalues import dumps, to_json_value
-from ..policy import Decision
+from ..policy import Decision, edit_paths
 from ..registry import Endpoint
 
 MAX_VALUE_CHARS = 1024  # longer argument values are cut in the record (the length is kept)
+MAX_RESULT_ROWS = 100  # rows of a result kept in its record
 
 
 def redact(value: Any, key: bytes) -> str:
@@ -53,6 +55,19 @@ def recorded_arguments(endpoint: Endpoint, arguments: Mapping[str, Any], key: by
     return out, hidden
 
 
+def recorded_result(endpoint: Endpoint, value: Any, key: bytes) -> Any:
+    """A result as recorded: sensitive fields as HMAC, long strings cut, at most MAX_RESULT_ROWS rows."""
+    value = json.loads(dumps(to_json_value(value)))  # plain JSON types (decimals as numbers) for any sink
+    if isinstance(value, list) and len(value) > MAX_RESULT_ROWS:
+        value = [*value[:MAX_RESULT_ROWS], f"... [{len(value)} rows]"]
+
+    def hide(obj: dict[str, Any], field: str) -> None:
+        if obj.get(field) is not None:
+            obj[field] = redact(obj[field], key)
+
+    return _shorten(edit_paths(value, endpoint.sensitive_paths, hide))
+
+
 def scrub(text: str, hidden: Sequence[str]) -> str:
     """`text` (an error message) with every redacted value taken out."""
     for value in sorted(hidden, key=len, reverse=True):
@@ -64,10 +79,11 @@ def scrub(text: str, hidden: Sequence[str]) -> str:
 def make_record(*, endpoint: Endpoint, arguments: Mapping[str, Any], user: Mapping[str, Any], transport: str,
                 status: str, decisions: Sequence[Decision], duration_ms: float, key: bytes,
                 rows: int | None = None, affected_rows: int | None = None, truncated: bool = False,
-                error: str | None = None, trace_id: str | None = None) -> dict[str, Any]:
-    """One call's audit record."""
+                error: str | None = None, trace_id: str | None = None, result: Any = None,
+                with_result: bool = False) -> dict[str, Any]:
+    """One call's audit record (with the result delivered when `with_result`)."""
     recorded, hidden = recorded_arguments(endpoint, arguments, key)
-    return {
+    record = {
         "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "trace_id": trace_id or uuid.uuid4().hex,
         "transport": transport,
@@ -83,3 +99,6 @@ def make_record(*, endpoint: Endpoint, arguments: Mapping[str, Any], user: Mappi
         "duration_ms": round(duration_ms, 3),
         "error": scrub(error, hidden) if error else None,
     }
+    if with_result:
+        record["result"] = recorded_result(endpoint, result, key)
+    return record

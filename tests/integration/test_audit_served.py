@@ -56,12 +56,21 @@ async def test_every_call_is_recorded_and_secrets_are_not(fresh_it_project: Proj
     assert [r["status"] for r in _log(project, "--status", "denied")] == ["denied"]
     assert [r["endpoint"]["name"] for r in _log(project, "--decision", "deny")] == ["salary_band"]  # type: ignore[index]
     assert "hash chain intact" in project.mxcp("log", "--verify").stdout
+    assert all("result" not in r for r in records)  # result data only when asked for
 
     # Teams model the audit log in dbt: the package's model reads it through dbt_mxcp.audit_log().
     project.dbt("run", "--select", "mxcp_audit_calls", "--vars", "{dbt_mxcp_audit_enabled: true}")
     with duckdb.connect(str(project.path / "integration.duckdb"), read_only=True) as con:
         rows = con.execute("select endpoint_name, status from mxcp_audit_calls order by called_at").fetchall()
     assert rows == [(r["endpoint"]["name"], r["status"]) for r in records]  # type: ignore[index]
+
+    # audit.results: true records what the caller got, its sensitive fields as HMAC.
+    (project.path / "mxcp.yml").write_text(yaml.safe_dump({"audit": {"results": True}}))
+    shown = project.call("tool", "search_people", "name_query=anna", user={"role": "admin"})
+    recorded = _log(project)[-1]["result"]
+    assert [r["id"] for r in recorded] == [r["id"] for r in shown] and shown  # type: ignore[union-attr,index]
+    assert all(str(r["email"]).startswith("hmac-sha256:") for r in recorded)  # type: ignore[index]
+    assert all(r["name"] == s["name"] for r, s in zip(recorded, shown, strict=True))  # type: ignore[index]
 
 
 async def test_calls_fail_closed_when_the_audit_log_cannot_be_written(fresh_it_project: Project) -> None:

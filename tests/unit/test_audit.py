@@ -8,6 +8,7 @@ import hmac
 import itertools
 import json
 import stat
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,25 @@ def test_sensitive_and_undeclared_arguments_are_hmac_only() -> None:
     assert record["arguments"]["email"] == f"hmac-sha256:{expected}"  # equal values correlate across records
     assert record["arguments"]["limit"] == 5
     assert record["error"] == "'email' must be shorter, got '[redacted]'"
+
+
+def test_results_are_recorded_only_when_asked_and_sensitive_fields_as_hmac() -> None:
+    key = b"k" * 32
+    rows = [{"id": i, "email": f"person{i}@example.com", "contact": {"phone": f"555-{i:04d}", "city": "Oslo"}}
+            for i in range(150)]
+    paths = ("email", "contact.phone")
+    endpoint = replace(_endpoint(), derive=lambda: (None, paths))
+    common: dict[str, Any] = {"endpoint": endpoint, "arguments": {"limit": 1}, "user": {}, "transport": "cli",
+                              "status": "ok", "decisions": [], "duration_ms": 1.0, "key": key, "result": rows}
+    assert "result" not in make_record(**common)
+    recorded = make_record(**common, with_result=True)["result"]
+    assert "person3@example.com" not in json.dumps(recorded) and "555-0003" not in json.dumps(recorded)
+    digest = hmac.new(key, json.dumps("person3@example.com").encode(), hashlib.sha256).hexdigest()
+    assert recorded[3] == {"id": 3, "email": f"hmac-sha256:{digest}",
+                           "contact": {"phone": recorded[3]["contact"]["phone"], "city": "Oslo"}}
+    assert recorded[3]["contact"]["phone"].startswith("hmac-sha256:")
+    assert len(recorded) == 101 and recorded[-1] == "... [150 rows]"  # at most 100 rows, and how many there were
+    assert rows[3]["email"] == "person3@example.com"  # the caller's result is not touched
 
 
 def test_key_file_is_created_once_and_private(tmp_path: Path) -> None:
