@@ -5,6 +5,10 @@ The CEL engine is `common-expression-language` (Rust): about 5 µs an evaluation
 
 An evaluation error, a missing field or a non-boolean result denies the call: a rule that
 cannot be evaluated never lets a call through, and never leaves a field unmasked.
+
+A cost bound stops pathological conditions (see "the cost bound" below): one that could take too
+long is rejected when the project loads, and one whose cost depends on how large the call's inputs
+are is estimated again for each call, denying it when over the limit.
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ from typing import Any
 
 from .endpoints import PolicyRule
 from .errors import CallError
+from .policy_cost import CostExceeded, Poly, TooCostly, check_cost, cost_bound
 
 MASK = "****"
-MAX_CONDITION_CHARS = 4000  # a bound on what one rule may cost to compile and evaluate
+MAX_CONDITION_CHARS = 4000  # bounds compiling a rule and estimating its cost
 
 
 class PolicySyntaxError(ValueError):
-    """A CEL condition that does not compile."""
+    """A CEL condition that does not compile, or that could cost too much to evaluate."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,8 @@ class CompiledRule:
 
     rule: PolicyRule
     program: Any = field(repr=False, compare=False)
+    # the estimated cost to check at each call, in the sizes of its inputs; None when it need not be
+    cost: Poly | None = field(default=None, repr=False, compare=False)
 
     def reads_only_user(self, parameter_names: Sequence[str]) -> bool:
         """Whether the condition can be decided from the caller alone (it names no argument, no response)."""
@@ -46,7 +53,7 @@ class CompiledRule:
 
 
 def compile_rules(rules: Sequence[PolicyRule], phase: str) -> tuple[CompiledRule, ...]:
-    """Compile each rule's condition; a syntax error names the phase, the rule's index and the spot."""
+    """Compile each rule's condition and bound its cost; an error names the phase, the rule's index and why."""
     if not rules:
         return ()
     import cel
@@ -62,7 +69,11 @@ def compile_rules(rules: Sequence[PolicyRule], phase: str) -> tuple[CompiledRule
             detail = " ".join(str(exc).split())
             raise PolicySyntaxError(f"policies.{phase}[{i}] condition {rule.condition!r} is not valid CEL: "
                                     f"{detail}") from None
-        out.append(CompiledRule(rule, program))
+        try:
+            cost = cost_bound(rule.condition)
+        except TooCostly as exc:
+            raise PolicySyntaxError(f"policies.{phase}[{i}] condition {rule.condition!r} {exc}") from None
+        out.append(CompiledRule(rule, program, cost))
     return tuple(out)
 
 
@@ -91,6 +102,11 @@ def _plain(value: Any) -> Any:
 
 
 def _evaluate(compiled: CompiledRule, activation: Mapping[str, Any]) -> bool:
+    if compiled.cost is not None:
+        try:
+            check_cost(compiled.cost, activation)
+        except CostExceeded as exc:
+            raise PolicyEvalError(str(exc)) from None
     try:
         result = compiled.program.execute(dict(activation))
     except Exception as exc:  # absent field, no such overload, division by zero, ...

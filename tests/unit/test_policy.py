@@ -11,6 +11,7 @@ import pytest
 from dbt_mxcp.endpoints import PolicyRule
 from dbt_mxcp.errors import CallError
 from dbt_mxcp.policy import (
+    MASK,
     Decision,
     PolicySyntaxError,
     activation,
@@ -18,6 +19,7 @@ from dbt_mxcp.policy import (
     check_input,
     compile_rules,
 )
+from dbt_mxcp.policy_cost import COST_LIMIT, MAX_NESTING
 from dbt_mxcp.user import make_user
 
 
@@ -289,3 +291,143 @@ def test_a_decimal_column_has_one_cel_type_whatever_its_digits(amount: Decimal) 
     # (a round value must not become a CEL int that `> 50.0` cannot compare, which denies the whole call).
     out = _output([rule("response.amount > 50.0", "mask_fields", fields=["amount"])], {"amount": amount})
     assert out == {"amount": "****" if amount > 50 else amount}
+
+
+# ---- the cost bound ----------------------------------------------------------------------------
+
+
+def _table(n: int) -> list[dict[str, Any]]:
+    return [{"id": i, "email": f"u{i}@x.io", "dept": f"d{i % 7}", "amount": float(i)} for i in range(n)]
+
+
+DIGITS = "[0,1,2,3,4,5,6,7,8,9]"
+
+
+@pytest.mark.parametrize(
+    ("condition", "why"),
+    [
+        # a comprehension over the response inside another: a million steps for 1,000 rows
+        ("response.exists(a, response.exists(b, a.id != b.id && a.email == b.email))",
+         "grows with the length of `response` times the total size of `response`"),
+        # the engine's map() and filter() copy their partial result at each step: quadratic too
+        ("size(response.filter(r, r.amount > 100.0)) > 10", "map() and filter() copy their partial result"),
+        ("response.map(r, r.id).exists(i, i == 7)", "map() and filter() copy their partial result"),
+        # `in` on the response inside a comprehension over it compares every pair of rows
+        ("response.exists(r, r in response && r.id < 0)", "the length of `response` times"),
+        # the pattern is compiled again for each row, and \w is a large Unicode automaton
+        ("response.exists(r, r.email.matches('^\\\\w+@corp'))", "a Unicode class such as \\w"),
+        # a pattern the caller supplies could take ~80 ms to compile, on every call
+        ("name.matches(pattern)", "matches() needs a string literal pattern"),
+        # each `+` copies everything concatenated so far
+        ("size(response + response + response + response + response) > 0", "the total size of `response`"),
+        # no input at all: a million steps from literals alone
+        (".all(a, ".join([DIGITS] * 6) + ".all(f, true" + ")" * 6, "does not depend on the inputs"),
+    ],
+)
+def test_a_pathological_condition_is_rejected_when_the_project_loads(condition: str, why: str) -> None:
+    with pytest.raises(PolicySyntaxError) as info:
+        compile_rules([rule("user.role != 'admin'"), rule(condition)], "output")
+    text = str(info.value)
+    assert text.startswith(f"policies.output[1] condition {condition!r} is too costly: an estimated ")
+    assert f"over the limit of {COST_LIMIT:,}" in text
+    assert why in text
+
+
+def test_a_condition_nested_too_deep_is_rejected() -> None:
+    at_limit = "(" * MAX_NESTING + "true" + ")" * MAX_NESTING
+    compile_rules([rule(at_limit)], "input")
+    deeper = f"[{at_limit}] == []"
+    with pytest.raises(PolicySyntaxError) as info:
+        compile_rules([rule(deeper)], "input")
+    assert str(info.value) == (f"policies.input[0] condition {deeper!r} nests brackets, calls and comprehensions "
+                               f"more than {MAX_NESTING} deep")
+
+
+def test_a_rule_near_the_limit_compiles_and_runs_one_pass_more_does_not_compile() -> None:
+    passes = [f"response.exists(r, r.id == -{k})" for k in range(1, 13)]
+    near = " || ".join(passes[:11])  # eleven walks over a 1,000-row response, just under the limit
+    compiled = compile_rules([rule(near, "mask_fields", fields=["email"])], "output")
+    rows = _table(1000)
+    decisions: list[Decision] = []
+    assert apply_output(compiled, activation(SUPPORT, {}, rows, with_response=True), rows, [], decisions) == rows
+    assert decisions[0].matched is False
+    with pytest.raises(PolicySyntaxError, match=r"output\[0\] .* is too costly"):
+        compile_rules([rule(" || ".join(passes), "mask_fields", fields=["email"])], "output")
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        "user.id == 'response.all(a, response.all(b, a == b))'",
+        "user.id == r'response.all(a, response.all(b, a == b))'",
+        "user.id == '''response.all(a, ' response.all(b, a == b))'''",
+        'user.id == "it\\"s response.all(a, response.all(b, a == b))"',
+        "user.id == 'response' // response.all(a, response.all(b, a == b))\n",
+    ],
+)
+def test_comprehensions_inside_strings_and_comments_cost_nothing(condition: str) -> None:
+    assert _deny(condition, SUPPORT) is None
+    assert _deny(condition.replace("user.id ==", "user.id !="), SUPPORT) is not None
+
+
+def test_an_accepted_rule_denies_a_call_whose_inputs_make_it_too_costly() -> None:
+    # quadratic in the caller's list: fine for 50 ids, 25 million steps of the engine for 5,000
+    rules = compile_rules([rule("ids.exists(i, ids.exists(j, i != j && i + j == -1))", reason="nope")], "input")
+    decisions: list[Decision] = []
+    check_input(rules, activation(SUPPORT, {"ids": list(range(50))}), decisions)
+    assert decisions[0].matched is False
+    with pytest.raises(CallError) as info:
+        check_input(rules, activation(SUPPORT, {"ids": list(range(5000))}), decisions)
+    assert info.value.kind == "policy_error"
+    assert str(info.value).startswith("denied: policy input[0] could not be evaluated (its estimated cost for this "
+                                      "call's inputs is ")
+    assert f"over the limit of {COST_LIMIT:,}" in str(info.value)
+    assert decisions[1].matched is None
+    assert "estimated cost" in (decisions[1].error or "")
+
+
+def test_a_rule_walking_an_input_many_times_is_denied_when_that_input_is_huge() -> None:
+    # linear, but twelve walks over the caller's list: checked at each call, unlike a single walk
+    condition = " || ".join(f"ids.exists(i, i == -{k})" for k in range(1, 13))
+    rules = compile_rules([rule(condition)], "input")
+    check_input(rules, activation(SUPPORT, {"ids": list(range(1000))}), [])
+    with pytest.raises(CallError) as info:
+        check_input(rules, activation(SUPPORT, {"ids": list(range(50_000))}), [])
+    assert info.value.kind == "policy_error"
+    assert f"over the limit of {COST_LIMIT:,}" in str(info.value)
+
+
+def test_an_output_rule_too_costly_for_this_call_denies_instead_of_leaving_fields_unmasked() -> None:
+    rules = compile_rules([rule("response.exists(r, r.dept in hidden)", "mask_fields", fields=["email"])], "output")
+    rows = _table(1000)
+    masked = apply_output(rules, activation(SUPPORT, {"hidden": ["d3"]}, rows, with_response=True), rows, [], [])
+    assert {r["email"] for r in masked} == {MASK}
+    hidden = [f"x{i}" for i in range(20_000)]  # 1,000 rows times 20,000 values
+    with pytest.raises(CallError) as info:
+        apply_output(rules, activation(SUPPORT, {"hidden": hidden}, rows, with_response=True), rows, [], [])
+    assert info.value.kind == "policy_error"
+    assert "output[0]" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        "user.role != 'admin'",
+        "'support' in user.groups && has(user.claims.tenant) && user.email.endsWith('@corp.io')",
+        "size(response) == 1000",
+        "response.all(r, r.amount >= 0.0 && r.email.contains('@'))",
+        "response.exists(r, r.id in ids)",
+        "response.exists_one(r, r.id == 5)",
+        "response.exists(r, r.dept in user.groups && r.email.matches('^u3@'))",
+        "[1, 2, 3].filter(x, x > 1).size() == 2 && [1, 2, 3].map(x, x * 2) == [2, 4, 6]",
+    ],
+)
+def test_usual_rules_run_on_a_1000_row_response(condition: str) -> None:
+    rows = _table(1000)
+    user = make_user({"email": "sam@corp.io", "groups": ["support", "d3"], "role": "agent", "tenant": "acme"})
+    compiled = compile_rules([rule(condition, "mask_fields", fields=["email"])], "output")
+    decisions: list[Decision] = []
+    out = apply_output(compiled, activation(user, {"ids": list(range(100))}, rows, with_response=True), rows, [],
+                       decisions)
+    assert decisions[0].matched is True
+    assert {r["email"] for r in out} == {MASK}
