@@ -23,8 +23,9 @@ from .types import TypeDef
 RESERVED_PARAMETER_NAMES = ("user", "response")
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 ACTIONS = ("deny", "filter_fields", "filter_sensitive_fields", "mask_fields")
-ASSERTIONS = ("result", "result_contains", "result_not_contains", "result_contains_item",
-              "result_contains_all", "result_length", "result_contains_text", "expect_error")
+# Assertions on a result; `expect_error`/`expect_denied` instead say the call must fail.
+ASSERTIONS = ("result", "result_contains", "result_not_contains", "result_masked", "result_contains_item",
+              "result_contains_all", "result_length", "result_contains_text")
 
 
 class _Strict(BaseModel):
@@ -120,7 +121,19 @@ class EndpointTest(_Strict):
     result_contains_all: list[Any] | None = None
     result_length: int | None = None
     result_contains_text: str | None = None
+    result_masked: list[str] | None = None  # dotted fields that must be present and masked
     expect_error: bool | str | None = None
+    expect_denied: bool | str | None = None  # the call must be refused by a policy
+    tolerance: float | None = Field(default=None, ge=0)  # numbers match within this (absolute)
+
+    @model_validator(mode="after")
+    def _one_outcome(self) -> EndpointTest:
+        if self.expect_error not in (None, False) and self.expect_denied not in (None, False):
+            raise ValueError("a test takes expect_error or expect_denied, not both")
+        if (self.expect_error or self.expect_denied) and self.assertions:
+            raise ValueError(f"a test that expects an error cannot also assert on the result "
+                             f"({', '.join(self.assertions)})")
+        return self
 
     @field_validator("arguments", mode="before")
     @classmethod

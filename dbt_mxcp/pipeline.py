@@ -6,6 +6,7 @@ output policies. Every step fails closed: anything it cannot decide is an error,
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ from typing import Any, Protocol
 from .audit.auditor import Auditor
 from .engine import Interrupter, Limits, QueryResult, run_query
 from .errors import CallError
-from .jsonvalues import to_json_value
+from .jsonvalues import dumps, to_json_value
 from .policy import Decision, activation, apply_output, check_input, denies_caller
 from .prompts import render_messages
 from .ratelimit import RateLimiter
@@ -40,6 +41,20 @@ class Outcome:
     truncated: bool = False
     note: str | None = None
     decisions: list[Decision] = field(default_factory=list)
+
+    def structured(self) -> dict[str, Any]:
+        """The result as MCP's `structuredContent` (plain JSON): an object return is the row itself;
+        arrays and scalars are wrapped as ``{"result": ...}``, with ``truncated``/``note`` when cut."""
+        t = self.endpoint.return_type
+        if t is not None and t.type == "object":
+            value: Any = self.value
+        else:
+            value = {"result": self.value}
+            if self.truncated:
+                value.update(truncated=True, note=self.note)
+        # Decimals become JSON numbers: the MCP SDK would otherwise write them as strings.
+        plain: dict[str, Any] = json.loads(dumps(value))
+        return plain
 
 
 class Reporter(Protocol):
@@ -100,6 +115,12 @@ class Pipeline:
         names = [p.name for p in endpoint.parameters]
         user_only = [r for r in endpoint.input_rules if r.reads_only_user(names)]
         return not (user_only and denies_caller(user_only, caller))
+
+    def listed(self, kind: Kind, user: Mapping[str, Any] | None) -> list[Endpoint]:
+        """What `user` is shown of `kind` (tools/list, ...): visible to them, and write tools only when
+        there is a write database."""
+        return [e for e in self.registry.all(kind) if self.visible(e, user)
+                and (self.writes is not None or getattr(e.spec, "access", "read") != "write")]
 
     def endpoint(self, kind: Kind, name: str) -> Endpoint:
         """The enabled endpoint, or a not_found error listing what exists."""

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from .endpoints import Policies
 from .engine import Limits
@@ -182,6 +182,19 @@ class AuthSettings(_Strict):
         return self
 
 
+class EvalSettings(_Strict):
+    """The LLM that `dbt-mxcp evals` asks (see docs/evals.md)."""
+
+    provider: Literal["anthropic", "openai"] = "anthropic"  # openai: any Chat Completions API, local ones too
+    model: str | None = None  # needed to run evals; a suite's `model` or `--model` overrides it
+    base_url: str | None = None  # default https://api.anthropic.com or https://api.openai.com/v1
+    api_key: SecretStr | None = None  # default $ANTHROPIC_API_KEY / $OPENAI_API_KEY; never printed
+    max_tokens: int = Field(default=1024, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)  # None: the provider's default
+    timeout: float = Field(default=120.0, gt=0)  # seconds per LLM request
+    path: str = "evals"  # the folder of eval suites (*.yml), relative to the project
+
+
 class Settings(_Strict):
     """All of `mxcp.yml` for one target."""
 
@@ -198,6 +211,7 @@ class Settings(_Strict):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
     policy_sets: dict[str, Policies] = Field(default_factory=dict)
+    evals: EvalSettings = Field(default_factory=EvalSettings)
 
     def engine_limits(self) -> Limits:
         """The global limits as the engine takes them."""

@@ -23,7 +23,9 @@ _SAMPLES = {"date": "2024-01-01", "time": "12:00:00", "date-time": "2024-01-01T0
 
 
 # yml files at the project root that `dbt parse` does not read.
-NOT_DBT_INPUTS = {"mxcp.yml", "profiles.yml", "packages.yml", "package-lock.yml", "dependencies.yml"}
+# Files at the project root that do not change the manifest (selectors.yml is read afresh by selection).
+NOT_DBT_INPUTS = {"mxcp.yml", "profiles.yml", "packages.yml", "package-lock.yml", "dependencies.yml",
+                  "selectors.yml"}
 
 
 @dataclass(frozen=True)

@@ -306,3 +306,18 @@ def _parse_user(text: str | None) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise ConfigError("--user must be a JSON object such as '{\"role\": \"admin\"}'")
     return value
+
+
+from .test import test_command  # noqa: E402
+
+main.add_command(test_command)
+
+
+from .evals import evals_command  # noqa: E402
+
+main.add_command(evals_command)
+
+
+from .lint import lint_command  # noqa: E402
+
+main.add_command(lint_command)

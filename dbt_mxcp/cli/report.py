@@ -11,10 +11,11 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 from xml.etree import ElementTree as ET
 
 import click
@@ -22,6 +23,7 @@ import click
 from .output import line
 
 Status = Literal["pass", "fail", "error", "skip"]
+Case = TypeVar("Case")
 LINE_WIDTH = 80
 PROGRESS_FROM = 20  # cases; shorter runs finish before a bar would help
 
@@ -74,8 +76,29 @@ class Reporter:
                 done = len(self.results) * 30 // self.total
                 click.echo(f"[{'#' * done}{'.' * (30 - done)}] {len(self.results)}/{self.total}", nl=False)
 
-    def finish(self) -> int:
-        """Print the summary (text) or every result (json); the exit code: 1 when any case failed."""
+    def run_all(self, cases: Sequence[Case], run: Callable[[Case], CaseResult],
+                skipped: Callable[[Case], CaseResult], *, threads: int, fail_fast: bool) -> None:
+        """Run `cases` on `threads` threads, reporting each; after a failure with `fail_fast`, the cases
+        not yet started are reported as `skipped` gives them."""
+        stop = threading.Event()
+
+        def one(case: Case) -> None:
+            if stop.is_set():
+                self.case(skipped(case))
+                return
+            result = run(case)
+            if fail_fast and result.status in ("fail", "error"):
+                stop.set()
+            self.case(result)
+
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(one, cases))
+
+    def finish(self, junit_xml: Path | None = None, name: str = "dbt-mxcp") -> int:
+        """Print the summary (text) or every result (json), and write JUnit XML when asked; the exit
+        code: 1 when any case failed."""
+        if junit_xml is not None:
+            write_junit(self.results, junit_xml, name)
         counts = {s: sum(1 for r in self.results if r.status == s) for s in ("pass", "fail", "error", "skip")}
         elapsed = time.perf_counter() - self._started
         failed = counts["fail"] + counts["error"]

@@ -42,21 +42,6 @@ MODERN = "2026-07-28"
 RESOURCE_NOT_FOUND = -32002  # the 2025-11-25 spelling; 2026-07-28 uses INVALID_PARAMS
 
 
-def wire_value(endpoint: Endpoint, outcome: Outcome) -> dict[str, Any]:
-    """`structuredContent` for a result: an object return is the row itself; arrays and scalars are
-    wrapped as ``{"result": ...}``, with ``truncated``/``note`` when the row cap cut them."""
-    t = endpoint.return_type
-    if t is not None and t.type == "object":
-        value: dict[str, Any] = outcome.value
-    else:
-        value = {"result": outcome.value}
-        if outcome.truncated:
-            value.update(truncated=True, note=outcome.note)
-    # The SDK serialises with pydantic, which writes Decimal as a string: hand it JSON numbers.
-    plain: dict[str, Any] = json.loads(dumps(value))
-    return plain
-
-
 def _relaxed_row(endpoint: Endpoint, row: dict[str, Any]) -> dict[str, Any]:
     """The row schema as clients see it after output policies: filtered fields become optional,
     masked fields may hold the mask."""
@@ -81,7 +66,7 @@ def _relaxed_row(endpoint: Endpoint, row: dict[str, Any]) -> dict[str, Any]:
 
 
 def output_schema(endpoint: Endpoint) -> dict[str, Any] | None:
-    """The tool's `outputSchema`, matching what `wire_value` sends."""
+    """The tool's `outputSchema`, matching what `Outcome.structured` sends."""
     schema = endpoint.return_schema()
     if schema is None or endpoint.return_type is None:
         return None
@@ -218,9 +203,8 @@ class McpAdapter:
         return self.stdio_user
 
     def _visible(self, ctx: Any, kind: Kind) -> list[Endpoint]:
-        served = self.live.current
-        caller = self._caller(ctx)
-        return [e for e in served.registry.all(kind) if served.pipeline.visible(e, caller)]
+        listed: list[Endpoint] = self.live.current.pipeline.listed(kind, self._caller(ctx))
+        return listed
 
     # -- running a call off the event loop -----------------------------------------------------
 
@@ -277,9 +261,7 @@ class McpAdapter:
     # -- tools ---------------------------------------------------------------------------------
 
     async def _list_tools(self, ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
-        writes_on = self.live.writes is not None  # write tools are served only when writes are enabled
-        tools = [tool_of(e) for e in self._visible(ctx, "tool")
-                 if writes_on or getattr(e.spec, "access", "read") != "write"]
+        tools = [tool_of(e) for e in self._visible(ctx, "tool")]
         page, cursor = _page(tools, params.cursor if params else None)
         return types.ListToolsResult(tools=list(page), next_cursor=cursor)
 
@@ -301,7 +283,7 @@ class McpAdapter:
                                                                                     self.transport))
             except CallError as exc:
                 return types.CallToolResult(content=[types.TextContent(type="text", text=str(exc))], is_error=True)
-        value = wire_value(endpoint, outcome)
+        value = outcome.structured()
         return types.CallToolResult(content=[types.TextContent(type="text", text=json.dumps(value))],
                                     structured_content=value)
 

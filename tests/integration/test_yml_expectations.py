@@ -58,6 +58,10 @@ def _check(test: EndpointTest, outcome: Any) -> None:
         elif keyword == "result_not_contains":
             for field in expected:
                 assert field not in outcome, f"{test.name}: {field!r} present"
+        elif keyword == "result_masked":
+            for row in outcome if isinstance(outcome, list) else [outcome]:
+                for field in expected:
+                    assert row.get(field) == "****", f"{test.name}: {field!r} not masked in {row!r}"
         elif keyword == "result_length":
             assert len(outcome) == expected, f"{test.name}: {len(outcome)} items, expected {expected}"
         elif keyword == "result_contains_text":
@@ -88,11 +92,15 @@ def _run(project: Project) -> int:
                 else:
                     outcome = pipeline.call(endpoint, arguments, test.user_context).value
             except CallError as exc:
-                assert test.expect_error not in (None, False), f"{endpoint.label} {test.name}: {exc}"
-                if isinstance(test.expect_error, str):
-                    assert test.expect_error in str(exc), f"{endpoint.label} {test.name}: {exc}"
+                wanted = test.expect_error if test.expect_error is not None else test.expect_denied
+                assert wanted not in (None, False), f"{endpoint.label} {test.name}: {exc}"
+                if test.expect_denied not in (None, False):
+                    assert exc.kind in ("denied", "policy_error"), f"{endpoint.label} {test.name}: {exc}"
+                if isinstance(wanted, str):
+                    assert wanted in str(exc), f"{endpoint.label} {test.name}: {exc}"
                 continue
-            assert test.expect_error in (None, False), f"{endpoint.label} {test.name}: no error, got {outcome!r}"
+            assert test.expect_error in (None, False) and test.expect_denied in (None, False), \
+                f"{endpoint.label} {test.name}: no error, got {outcome!r}"
             _check(test, outcome)
     finally:
         warehouse.close()

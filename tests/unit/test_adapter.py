@@ -12,7 +12,7 @@ from dbt_mxcp.endpoints import PolicyRule, ToolSpec
 from dbt_mxcp.pipeline import Outcome
 from dbt_mxcp.policy import compile_rules
 from dbt_mxcp.registry import Endpoint
-from dbt_mxcp.server.adapter import PAGE_SIZE, _page, output_schema, tool_of, wire_value
+from dbt_mxcp.server.adapter import PAGE_SIZE, _page, output_schema, tool_of
 from dbt_mxcp.types import SchemaChecker, TypeDef
 
 
@@ -33,13 +33,13 @@ ROW = {"type": "object", "properties": {"id": {"type": "integer"}, "email": {"ty
 
 def test_object_results_are_the_row_and_arrays_are_wrapped() -> None:
     obj = _endpoint(ROW)
-    assert wire_value(obj, Outcome(obj, {}, {"id": 1, "email": "a", "ssn": "b"})) == {"id": 1, "email": "a",
-                                                                                       "ssn": "b"}
+    assert Outcome(obj, {}, {"id": 1, "email": "a", "ssn": "b"}).structured() == {"id": 1, "email": "a",
+                                                                                   "ssn": "b"}
     arr = _endpoint({"type": "array", "items": ROW})
     truncated = Outcome(arr, {}, [{"id": 1}], truncated=True, note="narrow it")
-    assert wire_value(arr, truncated) == {"result": [{"id": 1}], "truncated": True, "note": "narrow it"}
+    assert truncated.structured() == {"result": [{"id": 1}], "truncated": True, "note": "narrow it"}
     scalar = _endpoint({"type": "number"})
-    value = wire_value(scalar, Outcome(scalar, {}, Decimal("12.50")))
+    value = Outcome(scalar, {}, Decimal("12.50")).structured()
     assert value == {"result": 12.5} and isinstance(value["result"], float)  # a JSON number, not a string
 
 

@@ -94,7 +94,7 @@ def test_design_example_tools_accepted() -> None:
     assert [t.name for t in search.tests] == ["finds_alice", "others_denied"]
     assert search.tests[0].arguments == {"query": "ali"}
     assert search.tests[0].assertions == {"result_contains_item": {"first_name": "Alice"}}
-    assert search.tests[1].assertions == {"expect_error": "Support staff only"}
+    assert search.tests[1].assertions == {} and search.tests[1].expect_error == "Support staff only"
     assert search.enabled is True
 
 
@@ -277,7 +277,18 @@ def test_malformed_argument_list_rejected() -> None:
 
 def test_assertions_lists_only_declared_ones() -> None:
     t = EndpointTest.model_validate({"name": "a", "result_length": 0, "expect_error": False})
-    assert t.assertions == {"result_length": 0, "expect_error": False}
+    assert t.assertions == {"result_length": 0}
+
+
+@pytest.mark.parametrize(("test", "fragment"), [
+    ({"expect_error": True, "expect_denied": True}, "expect_error or expect_denied, not both"),
+    ({"expect_denied": "no", "result_length": 1}, "cannot also assert on the result (result_length)"),
+    ({"tolerance": -1}, "tolerance"),
+])
+def test_contradictory_tests_are_refused(test: dict[str, object], fragment: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        EndpointTest.model_validate({"name": "a", **test})
+    assert fragment in str(info.value)
 
 
 # ---- bind and source ---------------------------------------------------------------------------
