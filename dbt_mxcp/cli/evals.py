@@ -11,7 +11,7 @@ from ..errors import RegistryError
 from ..project import Flags
 from . import dbt_flags, handle_errors, lock_wait_option
 from .output import line
-from .report import CaseResult, Reporter
+from .report import CaseResult, Reporter, run_options
 
 
 @click.command("evals")
@@ -20,12 +20,7 @@ from .report import CaseResult, Reporter
 @click.option("--test", "test_names", multiple=True, metavar="NAME",
               help="Run only the evals of this name in the chosen suites (repeatable).")
 @click.option("--model", metavar="NAME", help="The model for every suite, over evals.model and the suites' own.")
-@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.option("--junit-xml", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH",
-              help="Also write the results as JUnit XML (for CI).")
-@click.option("--fail-fast", "-x", is_flag=True, help="Stop at the first failing eval; the rest are skipped.")
-@click.option("--threads", type=click.IntRange(min=1), default=4, show_default=True,
-              help="How many evals run at once.")
+@run_options("eval")
 @lock_wait_option
 @handle_errors
 def evals_command(flags: Flags, suite_names: tuple[str, ...], test_names: tuple[str, ...], model: str | None,

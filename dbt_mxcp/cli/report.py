@@ -28,6 +28,26 @@ LINE_WIDTH = 80
 PROGRESS_FROM = 20  # cases; shorter runs finish before a bar would help
 
 
+def run_options(noun: str) -> Callable[[Callable[..., object]], Callable[..., object]]:
+    """The options every test-like command takes: --output, --junit-xml, --fail-fast, --threads."""
+
+    def decorate(func: Callable[..., object]) -> Callable[..., object]:
+        options = [
+            click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True),
+            click.option("--junit-xml", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH",
+                         help="Also write the results as JUnit XML (for CI)."),
+            click.option("--fail-fast", "-x", is_flag=True,
+                         help=f"Stop at the first failing {noun}; the rest are skipped."),
+            click.option("--threads", type=click.IntRange(min=1), default=4, show_default=True,
+                         help=f"How many {noun}s run at once."),
+        ]
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
 @dataclass(frozen=True)
 class CaseResult:
     """How one case ended: `fail` when an assertion did not hold, `error` when it could not run."""

@@ -12,7 +12,7 @@ from ..errors import RegistryError
 from ..project import Flags
 from . import dbt_flags, handle_errors, lock_wait_option
 from .output import line
-from .report import CaseResult, Reporter
+from .report import CaseResult, Reporter, run_options
 
 
 def selection_options(func: Any) -> Any:
@@ -33,12 +33,7 @@ def selection_options(func: Any) -> Any:
 @click.command("test")
 @dbt_flags
 @selection_options
-@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.option("--junit-xml", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH",
-              help="Also write the results as JUnit XML (for CI).")
-@click.option("--fail-fast", "-x", is_flag=True, help="Stop at the first failing test; the rest are skipped.")
-@click.option("--threads", type=click.IntRange(min=1), default=4, show_default=True,
-              help="How many tests run at once.")
+@run_options("test")
 @lock_wait_option
 @handle_errors
 def test_command(flags: Flags, select: tuple[str, ...], exclude: tuple[str, ...], selector: str | None,

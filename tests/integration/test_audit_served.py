@@ -73,11 +73,12 @@ async def test_every_call_is_recorded_and_secrets_are_not(fresh_it_project: Proj
     assert all(r["name"] == s["name"] for r, s in zip(recorded, shown, strict=True))  # type: ignore[index]
 
 
-async def test_calls_fail_closed_when_the_audit_log_cannot_be_written(fresh_it_project: Project) -> None:
+@pytest.mark.parametrize("sink", ["jsonl", "duckdb"])
+async def test_calls_fail_closed_when_the_audit_log_cannot_be_written(fresh_it_project: Project, sink: str) -> None:
     project = fresh_it_project
     project.dbt("build")
     (project.path / "blocker").write_text("a file where the audit folder should be")
-    audit = {"path": "blocker/audit.jsonl", "hmac_key": "a key from the environment"}
+    audit = {"sink": sink, "path": f"blocker/audit.{sink}", "hmac_key": "a key from the environment"}
     (project.path / "mxcp.yml").write_text(yaml.safe_dump({"audit": audit}))
     with http_server(project) as base:
         async with Client(f"{base}/mcp", mode="legacy") as c:  # type: ignore[arg-type]
