@@ -321,3 +321,8 @@ main.add_command(evals_command)
 from .lint import lint_command  # noqa: E402
 
 main.add_command(lint_command)
+
+
+from .drift import drift_group  # noqa: E402
+
+main.add_command(drift_group)
