@@ -449,6 +449,17 @@ def _undocumented_column(ctx: Context) -> Iterator[Issue]:
                         f"undocumented, and returned by {_names(labels)}: the field reaches clients unexplained")
 
 
+@rule("truncated-data-type", "error", "a column `data_type` cut at a comma by YAML",
+      "quote the type: `data_type: \"decimal(10,2)\"` (in a `{...}` mapping YAML splits at the comma)")
+def _truncated_data_type(ctx: Context) -> Iterator[Issue]:
+    for node in ctx.manifest.hosts():
+        for name, col in node.columns.items():
+            data_type = str(col.get("data_type") or "")
+            if data_type.count("(") != data_type.count(")"):
+                yield Issue(ctx.at_node(node, "columns", ("name", name), subject=f"column {name}"),
+                            f"data_type is {data_type!r}: dbt and DuckDB read a different type than written")
+
+
 def _short(text: str, limit: int = 60) -> str:
     text = " ".join(text.split())
     return repr(text if len(text) <= limit else text[:limit - 3] + "...")

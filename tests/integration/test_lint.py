@@ -227,6 +227,7 @@ models:
     columns:
       - {name: event_id, data_type: integer, description: Event key.}
       - {name: action, data_type: varchar, description: What happened.}
+      - {name: weight, data_type: decimal(10,2), description: How much.}   # truncated-data-type
 
   - name: legacy                           # contract-not-enforced, undocumented-column
     description: Old rows.
@@ -292,6 +293,7 @@ EXPECTED: dict[str, set[tuple[str | None, str | None]]] = {
     "top-level-meta": {(None, "model legacy")},
     "source-level-mxcp": {(None, "source raw")},
     "ignored-tags": {(None, "model events")},
+    "truncated-data-type": {("model.lintbreak.events", "column weight")},
 }
 
 
@@ -360,7 +362,7 @@ def test_text_output_and_exit_code(broken: Project) -> None:
     assert re.search(r"Error: models/schema\.yml:\d+: tool get_customer: policies\.output: returns sensitive "
                      r"field\(s\) email to every caller.*\[unprotected-sensitive-field\]", out)
     assert "  Fix: add an output policy" in out
-    assert re.search(r"Lint found 4 errors, \d+ warnings, \d+ info in \d+ endpoint\(s\)", out)
+    assert re.search(r"Lint found 5 errors, \d+ warnings, \d+ info in \d+ endpoint\(s\)", out)
     assert "Traceback" not in proc.stderr
 
 
