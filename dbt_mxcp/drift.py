@@ -74,7 +74,7 @@ def relation_columns(manifest: Any, unique_ids: Iterable[str]) -> dict[str, dict
         node = manifest.node(uid)
         if node is None:
             continue
-        out[uid] = {"relation": node.relation_name, "columns": {
+        out[uid] = {"relation": node.relation_name, "yml_path": node.yml_path, "columns": {
             name.lower(): (str(col.get("data_type")).lower() if col.get("data_type") else None)
             for name, col in node.columns.items()}, "from": "manifest"}
     return out
@@ -160,6 +160,8 @@ def compare(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Change]:
             changes.append(_change("breaking", "endpoint_removed", f"{_label(was)} was removed{hint}", was))
         elif was["enabled"] and not now["enabled"]:
             changes.append(_change("breaking", "endpoint_disabled", f"{_label(was)} was disabled", now))
+        elif now["enabled"] and not was["enabled"]:
+            changes.append(_change("non-breaking", "endpoint_enabled", f"{_label(now)} was enabled", now))
         elif now["enabled"]:
             changes += _endpoint_changes(was, now)
     for key, now in after.items():
@@ -348,25 +350,25 @@ def _relation_changes(old: Mapping[str, Any], new: Mapping[str, Any], after: Map
             continue  # no endpoint reads it any more: whatever happened to it, no contract depends on it
         who = ", ".join(sorted(_label(e) for e in users))
         first = users[0]
+        yml = was.get("yml_path") or first.get("yml_path")
         now = new_relations.get(uid)
         if now is None:
-            yield Change("breaking", "relation_removed", f"{uid}, read by {who}, is gone", _label(first),
-                         uid, first.get("yml_path"))
+            yield Change("breaking", "relation_removed", f"{uid}, read by {who}, is gone", _label(first), uid, yml)
             continue
         if was.get("from") != now.get("from"):
             continue  # declared columns against built ones: that is live drift's comparison
         for column, data_type in was["columns"].items():
             if column not in now["columns"]:
                 yield Change("breaking", "relation_column_removed", f"{uid}.{column}, read by {who}, was removed",
-                             _label(first), uid, first.get("yml_path"))
-            elif data_type and now["columns"][column] and data_type != now["columns"][column]:
+                             _label(first), uid, yml)
+            elif data_type and now["columns"][column] and not same_type(data_type, now["columns"][column]):
                 yield Change("breaking", "relation_column_type_changed",
                              f"{uid}.{column}, read by {who}, changed type from {data_type} to "
-                             f"{now['columns'][column]}", _label(first), uid, first.get("yml_path"))
+                             f"{now['columns'][column]}", _label(first), uid, yml)
         for column in now["columns"]:
             if column not in was["columns"]:
                 yield Change("non-breaking", "relation_column_added", f"{uid}.{column} was added", _label(first),
-                             uid, first.get("yml_path"))
+                             uid, yml)
 
 
 # ---- live drift: the manifest against the warehouse ----------------------------------------------------

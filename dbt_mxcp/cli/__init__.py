@@ -59,6 +59,8 @@ def handle_errors(func: F) -> F:
         except MxcpError as exc:
             line(f"Error: {exc}", "error", err=True)
             sys.exit(exc.exit_code)
+        except click.ClickException:
+            raise  # usage errors: click prints them with the usage line (exit 2)
         except Exception as exc:
             if os.environ.get("DBT_MXCP_DEBUG"):
                 raise

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ..errors import ConfigError, RegistryError
+from ..errors import ConfigError, MxcpError, RegistryError
 from ..project import Flags
 from . import dbt_flags, handle_errors, lock_wait_option
 from .output import emit_json, line
@@ -116,8 +116,9 @@ def check_command(flags: Flags, baseline: Path | None, state: Path | None, live:
         if from_warehouse and actual is None:
             try:
                 actual = _actual(loaded, lock_wait)
-            except ConfigError:
-                actual = None
+            except MxcpError as exc:
+                line(f"Warning: relation columns not compared: the baseline has the warehouse's, and {exc}",
+                     "warning", err=True)
         new = snapshot(loaded.registry, loaded.manifest, actual=actual if from_warehouse else None)
         changes += compare(old, new)
         compared_with.append(str(baseline or state))
