@@ -1,8 +1,10 @@
-"""dbt-mxcp benchmarks: import cost and registry build from large manifests.
+"""dbt-mxcp benchmarks: import cost, registry build from large manifests, serving and drift check.
 
     python bench/run.py            # full run (about 90 s on 2 cores)
     python bench/run.py --quick    # fewer repeats, same sizes
     python bench/run.py --profile  # also print a cProfile of build_registry on the largest manifest
+                                   # (and of `dbt-mxcp drift check` when the drift section runs)
+    python bench/run.py --only drift  # one section (import, example, serving, registry, drift)
 
 Prints a table and writes bench/results/latest.json. Uses only this interpreter (sys.executable),
 the standard library and dbt_mxcp; it is not part of the test suite, and a missed target only
@@ -36,6 +38,7 @@ CHILD = BENCH_DIR / "_child.py"
 RESULTS = BENCH_DIR / "results" / "latest.json"
 sys.path.insert(0, str(BENCH_DIR))
 
+import drift  # noqa: E402
 import synth  # noqa: E402
 
 SIZES = (100, 1000, 5000)
@@ -374,6 +377,8 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         out.append({"metric": "added by policies + strict audit (fsync interval), p50", "value": added,
                     "unit": "s", "target": "<= 0.3 ms (issue 4)", "met": added <= 0.0003})
     out += _registry_rows(results)
+    if "drift" in results:
+        out += drift.rows(results["drift"])
     return out
 
 
@@ -480,22 +485,26 @@ def main() -> int:
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="model counts, comma-separated")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of build_registry (largest size)")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON results file (default {RESULTS})")
-    parser.add_argument("--only", default="import,example,serving,registry",
-                        help="sections to run, comma-separated (import, example, serving, registry)")
+    parser.add_argument("--only", default="import,example,serving,registry,drift",
+                        help="sections to run, comma-separated (import, example, serving, registry, drift)")
     args = parser.parse_args()
     sections = set(args.only.split(","))
 
     sizes = tuple(int(s) for s in args.sizes.split(","))
     import_runs, plugin_runs, repeats, cold_runs = (7, 3, 3, 1) if args.quick else (21, 7, 5, 3)
     example_runs = 1 if args.quick else 3
+    drift_runs, drift_repeats, drift_cold = (3, 2, 1) if args.quick else (7, 5, 3)
     serve_calls, http_calls = (300, 25) if args.quick else (1000, 100)
     started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="dbt-mxcp-bench-"))
     try:
         results: dict[str, Any] = {"environment": environment(), "command": "python bench/run.py"
-                                   + (" --quick" if args.quick else ""),
+                                   + (" --quick" if args.quick else "")
+                                   + (f" --only {args.only}" if args.only != parser.get_default("only") else ""),
                                    "settings": {"import_runs": import_runs, "plugin_runs": plugin_runs,
-                                                "repeats": repeats, "cold_runs": cold_runs, "sizes": sizes}}
+                                                "repeats": repeats, "cold_runs": cold_runs, "sizes": sizes,
+                                                "drift_runs": drift_runs, "drift_repeats": drift_repeats,
+                                                "drift_cold_runs": drift_cold}}
         if "import" in sections:
             progress(f"import dbt_mxcp: {import_runs} runs, plugins: {plugin_runs} runs")
             results["import"] = bench_import(import_runs, plugin_runs, workdir)
@@ -511,9 +520,19 @@ def main() -> int:
         if "registry" in sections:
             progress(f"registry: sizes {sizes}, {repeats} warm repeats, {cold_runs} cold runs")
             results["registry"] = bench_registry(sizes, repeats, cold_runs, workdir)
-        if args.profile:
+        if "drift" in sections:
+            progress(f"drift: {drift.DRIFT_MODELS} models, drift check/snapshot processes x {drift_runs}, "
+                     f"{drift_cold} cold and {drift_repeats} warm step splits")
+            # Reuses the registry section's synth_5000 manifest when it wrote one.
+            drift_dir = workdir / f"synth_{drift.DRIFT_MODELS}"
+            results["drift"] = drift.bench_drift(drift_dir, drift_runs, drift_repeats, drift_cold, progress)
+        if args.profile and (workdir / f"synth_{max(sizes)}" / "target").is_dir():
             results["profile_build_registry"] = profile_build(workdir / f"synth_{max(sizes)}")
             print(results["profile_build_registry"])
+        if args.profile and "drift" in results:
+            drift_dir = workdir / f"synth_{drift.DRIFT_MODELS}"
+            results["profile_drift_check"] = drift.profile_check(drift_dir, drift_dir / "baseline_unchanged.json")
+            print(results["profile_drift_check"])
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     results["elapsed_s"] = time.perf_counter() - started
@@ -529,6 +548,12 @@ def main() -> int:
             verdict = "UNDER" if value < REGISTRY_TARGET_S else "NOT under"
             print(f"{REGISTRY_TARGET_SIZE} models, read_registry (load + build) ({label}): {value:.3f} s -- "
                   f"{verdict} {REGISTRY_TARGET_S:g} s")
+    if "drift" in results:
+        p = results["drift"]["process"]
+        for label, value in (("unchanged", p["check_unchanged_s"]), ("changed", p["check_changed_s"])):
+            verdict = "UNDER" if value < drift.DRIFT_TARGET_S else "NOT under"
+            print(f"{drift.DRIFT_MODELS} models, dbt-mxcp drift check --baseline ({label} baseline, process): "
+                  f"{value:.3f} s -- {verdict} {drift.DRIFT_TARGET_S:g} s")
     print(f"targets met: {len(target_rows) - len(missed)}/{len(target_rows)}"
           + (f"; missed: {'; '.join(missed)}" if missed else ""))
     args.out.parent.mkdir(parents=True, exist_ok=True)

