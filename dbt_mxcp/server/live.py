@@ -118,13 +118,15 @@ class LiveProject:
         self._current = served
         return served
 
-    def reload_if_changed(self) -> bool:
-        """Reload when the manifest, the warehouse or an endpoint SQL file changed; True on a swap."""
+    def reload_if_changed(self, force: bool = False) -> bool:
+        """Reload when the manifest, the warehouse, mxcp.yml or an endpoint SQL file changed (or when
+        `force`d, as SIGHUP does: secrets behind settings may change without any file changing);
+        True on a swap."""
         old = self.current
         stamps = {p: _stamp(p) for p in old.watched}
-        if stamps == old.watched:
+        if not force and stamps == old.watched:
             return False
-        if stamps == self._rejected:
+        if not force and stamps == self._rejected:
             return False  # already refused this exact state; wait for the next change
         config = old.loaded.warehouse
         if config is not None and locked_by_other(Path(config.path)):
@@ -140,6 +142,10 @@ class LiveProject:
             return False
         self._rejected = None
         self.last_error = None
+        rate_limits = new.loaded.settings.rate_limits
+        if rate_limits != old.loaded.settings.rate_limits:
+            self.rate_limiter = RateLimiter(rate_limits)  # new limits start with full buckets
+            new.pipeline.rate_limiter = self.rate_limiter
         with self._swap:
             self._current = new
         self._retire(old)

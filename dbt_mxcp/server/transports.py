@@ -11,6 +11,7 @@ import logging
 import signal
 from collections.abc import Callable, Generator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import anyio
@@ -49,6 +50,22 @@ async def _on_signal(adapter: McpAdapter, stop: Callable[[], None]) -> None:
             return
 
 
+async def _on_hangup(adapter: McpAdapter, live: LiveProject) -> None:
+    """On SIGHUP: reload now, settings and secrets included; a bad state keeps the old one (logged)."""
+    with anyio.open_signal_receiver(signal.SIGHUP) as signals:
+        async for _ in signals:
+            log.info("SIGHUP: reloading")
+            try:
+                changed = await anyio.to_thread.run_sync(partial(live.reload_if_changed, force=True))
+            except Exception:  # the server must outlive any reload failure
+                log.exception("reload failed; still serving the previous endpoints")
+                continue
+            if changed:
+                await adapter.notify_changed()
+            elif live.last_error:
+                log.warning("SIGHUP: kept the previous state: %s", live.last_error)
+
+
 async def serve_stdio(adapter: McpAdapter, live: LiveProject, interval: float) -> None:
     """Serve one client over stdin/stdout until it closes stdin (or SIGTERM, after in-flight calls)."""
     from mcp.server.stdio import stdio_server
@@ -56,6 +73,7 @@ async def serve_stdio(adapter: McpAdapter, live: LiveProject, interval: float) -
     adapter.transport = "stdio"
     async with anyio.create_task_group() as tg:
         tg.start_soon(watch, adapter, live, interval)
+        tg.start_soon(_on_hangup, adapter, live)
         tg.start_soon(_on_signal, adapter, tg.cancel_scope.cancel)
         async with stdio_server() as (read_stream, write_stream):
             await adapter.server.run(read_stream, write_stream, adapter.server.create_initialization_options())
@@ -156,6 +174,7 @@ async def serve_http(adapter: McpAdapter, live: LiveProject, *, host: str, port:
     log.info("serving MCP at http://%s:%d/mcp", host if ":" not in host else f"[{host}]", port)
     async with anyio.create_task_group() as tg:
         tg.start_soon(watch, adapter, live, interval)
+        tg.start_soon(_on_hangup, adapter, live)
         tg.start_soon(_on_signal, adapter, lambda: setattr(server, "should_exit", True))
         await server.serve()
         tg.cancel_scope.cancel()

@@ -138,3 +138,59 @@ def test_server_start_waits_for_a_writer_but_not_for_readers(fresh_it_project: P
         releaser.cancel()
         writer.close()
     assert waited >= 1.5  # it waited for the writer, then served
+
+
+async def test_sighup_reloads_settings_under_a_client_loop(fresh_it_project: Project) -> None:
+    import json
+    import signal
+
+    import httpx2
+
+    from tests.integration.test_server import http_server_process
+
+    project = fresh_it_project
+    project.dbt("build")
+    settings = project.path / "mxcp.yml"
+    settings.write_text(yaml.safe_dump({"limits": {"max_rows": 5}}))
+    everyone = len(list(csv.DictReader((REPO / "integration_tests" / "seeds" / "people.csv").open())))
+    assert everyone > 5
+    # A poll interval of an hour: only SIGHUP can make this server reload.
+    with http_server_process(project, "--poll-interval", "3600") as (base, proc):
+        async with Client(f"{base}/mcp", mode="legacy") as c:  # type: ignore[arg-type]
+            sizes: list[int] = []
+            failures: list[str] = []
+            stop = anyio.Event()
+
+            async def loop() -> None:
+                while not stop.is_set():
+                    result = await c.call_tool("people_joined_since", {"since": "2000-01-01"})
+                    if result.is_error:
+                        failures.append(str(result.content))
+                    else:
+                        sizes.append(len(result.structured_content["result"]))  # type: ignore[index]
+
+            async def until(size: int) -> None:
+                with anyio.fail_after(20):
+                    while not sizes or sizes[-1] != size:
+                        await anyio.sleep(0.05)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(loop)
+                await until(5)
+                settings.write_text(yaml.safe_dump({"limits": {"max_rows": 2}}))
+                await anyio.sleep(0.5)
+                assert sizes[-1] == 5  # no reload without the signal
+                proc.send_signal(signal.SIGHUP)
+                await until(2)
+                # A bad file keeps the old settings, and says why.
+                settings.write_text(yaml.safe_dump({"limits": {"max_rows": -1}}))
+                proc.send_signal(signal.SIGHUP)
+                async with httpx2.AsyncClient() as http:
+                    with anyio.fail_after(20):
+                        while not (ready := (await http.get(f"{base}/readyz")).json())["reload_error"]:
+                            await anyio.sleep(0.1)
+                assert "limits.max_rows" in ready["reload_error"]
+                calls = len(sizes)
+                await anyio.sleep(0.5)
+                stop.set()
+            assert len(sizes) > calls and sizes[-1] == 2 and not failures, json.dumps(failures)
