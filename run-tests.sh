@@ -31,6 +31,7 @@ export DBT_MXCP_TEST_PG_DSN="postgresql://postgres@127.0.0.1:$PGPORT/postgres"
 export PATH="$VENV/bin:$PATH" DBT_SEND_ANONYMOUS_USAGE_STATS=false
 echo "== ruff";  ruff check dbt_mxcp tests bench
 echo "== mypy";  mypy
+echo "== docs";  mkdocs build --strict --quiet  # the docs site, with its links and anchors checked
 echo "== pytest"
 set +e
 pytest "$@"
