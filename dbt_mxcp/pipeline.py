@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -23,6 +23,7 @@ from .policy import Decision, activation, apply_output, check_input, denies_call
 from .prompts import render_messages
 from .ratelimit import RateLimiter
 from .registry import Endpoint, Kind, Registry
+from .telemetry import NO_SPAN, Observed, Telemetry
 from .types import SchemaChecker, to_bind_value
 from .user import MissingClaim, claim_value, make_user
 from .warehouse import Warehouse
@@ -92,7 +93,7 @@ class Pipeline:
 
     def __init__(self, registry: Registry, warehouse: Warehouse | None, limits: Limits | None = None,
                  settings: Any = None, writes: WriteDatabase | None = None, auditor: Auditor | None = None,
-                 rate_limiter: RateLimiter | None = None) -> None:
+                 rate_limiter: RateLimiter | None = None, telemetry: Telemetry | None = None) -> None:
         self.registry = registry
         self.warehouse = warehouse
         self.limits = limits or Limits()
@@ -100,6 +101,7 @@ class Pipeline:
         self.writes = writes
         self.auditor = auditor
         self.rate_limiter = rate_limiter
+        self.telemetry = telemetry
         self._checkers: dict[int, _Checkers] = {}
 
     def visible(self, endpoint: Endpoint, user: Mapping[str, Any] | None) -> bool:
@@ -162,29 +164,47 @@ class Pipeline:
              interrupter: Interrupter | None = None, reporter: Reporter | None = None,
              transport: str = "cli") -> Outcome:
         """Run one call of `endpoint` through every step of the pipeline, then audit it."""
+        if self.telemetry is None:
+            return self._audited(endpoint, arguments, user, interrupter, reporter, transport, None)
+        # Metrics and the call's span see the status the caller sees (an audit failure included).
+        with self.telemetry.observe(endpoint.kind, endpoint.name, transport) as observed:
+            return self._audited(endpoint, arguments, user, interrupter, reporter, transport, observed)
+
+    def _audited(self, endpoint: Endpoint, arguments: Mapping[str, Any], user: Mapping[str, Any] | None,
+                 interrupter: Interrupter | None, reporter: Reporter | None, transport: str,
+                 observed: Observed | None) -> Outcome:
         started = time.perf_counter()
         caller = make_user(user)
         decisions: list[Decision] = []
+        trace_id = observed.trace_id if observed is not None else None  # audit records carry the trace's id
         try:
             outcome = self._call(endpoint, arguments, caller, decisions, interrupter, reporter)
         except CallError as exc:
-            self._audit(endpoint, arguments, caller, transport, decisions, started, exc.kind, error=str(exc))
+            self._audit(endpoint, arguments, caller, transport, decisions, started, exc.kind, error=str(exc),
+                        trace_id=trace_id)
             raise
         except Exception as exc:  # a bug still gets its record before it surfaces
             self._audit(endpoint, arguments, caller, transport, decisions, started, "internal_error",
-                        error=f"{type(exc).__name__}: {exc}")
+                        error=f"{type(exc).__name__}: {exc}", trace_id=trace_id)
             raise
+        if observed is not None:
+            observed.rows = outcome.row_count
         self._audit(endpoint, outcome.arguments, caller, transport, decisions, started, "ok",
                     rows=outcome.row_count, affected_rows=outcome.affected_rows, truncated=outcome.truncated,
-                    result=outcome.value)
+                    result=outcome.value, trace_id=trace_id)
         return outcome
+
+    def _span(self, name: str, sql: str | None = None) -> AbstractContextManager[Any]:
+        """A child span of the call's trace; a shared no-op when traces are off."""
+        return NO_SPAN if self.telemetry is None else self.telemetry.span(name, sql)
 
     def _audit(self, endpoint: Endpoint, arguments: Mapping[str, Any], caller: Mapping[str, Any], transport: str,
                decisions: list[Decision], started: float, status: str, **details: Any) -> None:
         if self.auditor is not None:
-            self.auditor.record(endpoint=endpoint, arguments=arguments if isinstance(arguments, Mapping) else {},
-                                user=caller, transport=transport, status=status, decisions=decisions,
-                                duration_ms=(time.perf_counter() - started) * 1000, **details)
+            with self._span("mxcp.audit"):
+                self.auditor.record(endpoint=endpoint, arguments=arguments if isinstance(arguments, Mapping) else {},
+                                    user=caller, transport=transport, status=status, decisions=decisions,
+                                    duration_ms=(time.perf_counter() - started) * 1000, **details)
 
     def _call(self, endpoint: Endpoint, arguments: Mapping[str, Any], caller: Mapping[str, Any],
               decisions: list[Decision], interrupter: Interrupter | None, reporter: Reporter | None) -> Outcome:
@@ -194,7 +214,8 @@ class Pipeline:
         args = self._arguments(endpoint, checkers, arguments, caller)
         outcome = Outcome(endpoint, args, None, decisions=decisions)
         if endpoint.input_rules:
-            check_input(endpoint.input_rules, activation(caller, args), outcome.decisions)
+            with self._span("mxcp.policy.input"):
+                check_input(endpoint.input_rules, activation(caller, args), outcome.decisions)
         if endpoint.kind == "prompt":
             outcome.value = render_messages(endpoint.spec, args)  # type: ignore[arg-type]
             return outcome
@@ -218,8 +239,9 @@ class Pipeline:
         if endpoint.output_rules:
             reads_response = any(r.reads_response for r in endpoint.output_rules)
             variables = activation(caller, args, outcome.value, with_response=reads_response)
-            outcome.value = apply_output(endpoint.output_rules, variables, outcome.value,
-                                         endpoint.sensitive_paths, outcome.decisions)
+            with self._span("mxcp.policy.output"):
+                outcome.value = apply_output(endpoint.output_rules, variables, outcome.value,
+                                             endpoint.sensitive_paths, outcome.decisions)
         return outcome
 
     def _arguments(self, endpoint: Endpoint, checkers: _Checkers, arguments: Mapping[str, Any],
@@ -264,7 +286,8 @@ class Pipeline:
                 raise CallError("execution", "no warehouse to query")
             cursor = self.warehouse.cursor()
             try:
-                return run_query(cursor, sql, params, limits, interrupter).rows
+                with self._span("mxcp.sql", sql):
+                    return run_query(cursor, sql, params, limits, interrupter).rows
             finally:
                 cursor.close()
 
@@ -302,12 +325,14 @@ class Pipeline:
         if getattr(endpoint.spec, "access", "read") == "write":
             if self.writes is None:
                 raise writes_disabled()
-            return self.writes.execute(endpoint.sql, params, self._limits(endpoint), interrupter)
+            with self._span("mxcp.sql", endpoint.sql):
+                return self.writes.execute(endpoint.sql, params, self._limits(endpoint), interrupter)
         if self.warehouse is None:
             raise CallError("execution", "no warehouse to query")
         cursor = self.warehouse.cursor()
         try:
-            return run_query(cursor, endpoint.sql, params, self._limits(endpoint), interrupter)
+            with self._span("mxcp.sql", endpoint.sql):
+                return run_query(cursor, endpoint.sql, params, self._limits(endpoint), interrupter)
         finally:
             cursor.close()
 

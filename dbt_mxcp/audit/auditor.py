@@ -58,6 +58,7 @@ class Auditor:
         self.healthy = True
         self.last_error: str | None = None
         self.lost = 0
+        self.failures = 0  # failed writes, refused calls included (for mxcp_audit_write_failures_total)
 
     def record(self, *, endpoint: Endpoint, arguments: Mapping[str, Any], user: Mapping[str, Any], transport: str,
                status: str, decisions: Sequence[Decision], duration_ms: float, **details: Any) -> None:
@@ -68,6 +69,7 @@ class Auditor:
         try:
             self.sink.write(record)
         except AuditWriteError as exc:
+            self.failures += 1
             self.healthy = False
             self.last_error = str(exc)
             log.error("audit write failed (%s): %s", "call refused" if self.strict else "record lost", exc)

@@ -196,11 +196,14 @@ def run(kind: str, name: str, params: tuple[str, ...], user_json: str | None, fl
               metavar="SECONDS", help="How often to look for a new manifest, warehouse or SQL file.")
 @click.option("--print-config", "print_config", type=click.Choice(["claude", "http"]),
               help="Print the MCP client configuration for this project and exit.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="Server logs on stderr: dbt-style text lines, or one JSON object a line.")
 @lock_wait_option
 @handle_errors
 def serve(flags: Flags, transport: str, host: str, port: int, stateless: bool, json_response: bool,
           allow_hosts: tuple[str, ...],
-          allow_origins: tuple[str, ...], poll_interval: float, print_config: str | None, lock_wait: float) -> None:
+          allow_origins: tuple[str, ...], poll_interval: float, print_config: str | None, log_format: str,
+          lock_wait: float) -> None:
     """Serve the project's endpoints over MCP (stdio by default), reloading when dbt rebuilds."""
     if print_config is not None:
         from .clients import client_config
@@ -214,13 +217,17 @@ def serve(flags: Flags, transport: str, host: str, port: int, stateless: bool, j
     from ..server.adapter import McpAdapter
     from ..server.live import LiveProject
     from ..server.transports import serve_http, serve_stdio
+    from ..telemetry import configure_logging
 
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s  %(message)s",
-                        datefmt="%H:%M:%S")
+    configure_logging(log_format)
     live = LiveProject(flags, lock_wait=lock_wait)
     served = live.start()
-    line(f"Serving {sum(1 for _ in served.registry.all())} endpoint(s) of {served.loaded.project.name} "
-         f"over {transport}", "ok", err=True)
+    serving = (f"Serving {sum(1 for _ in served.registry.all())} endpoint(s) of {served.loaded.project.name} "
+               f"over {transport}")
+    if log_format == "json":
+        logging.getLogger("dbt_mxcp.server").info(serving)
+    else:
+        line(serving, "ok", err=True)
     adapter = McpAdapter(live)
     if transport == "stdio":
         from ..auth.middleware import stdio_caller
@@ -249,9 +256,11 @@ def serve(flags: Flags, transport: str, host: str, port: int, stateless: bool, j
                                                "policy_error"]), help="Only calls where a policy rule did this.")
 @click.option("--output", "-o", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True)
 @click.option("--verify", is_flag=True, help="Check the hash chain instead; exit 1 if any record was altered.")
+@click.option("--stats", is_flag=True, help="Summarise the calls per endpoint and caller instead of listing them.")
+@click.option("--html", "html_path", metavar="PATH", help="Write the summary as a self-contained HTML report.")
 @handle_errors
 def log_command(flags: Flags, since: str | None, endpoint: str | None, user_filter: str | None, status: str | None,
-                decision: str | None, output: str, verify: bool) -> None:
+                decision: str | None, output: str, verify: bool, stats: bool, html_path: str | None) -> None:
     """Query the audit log (one record per call), or verify its hash chain."""
     from ..audit.auditor import make_sink
     from ..audit.jsonl import records_of, verify_lines
@@ -276,7 +285,9 @@ def log_command(flags: Flags, since: str | None, endpoint: str | None, user_filt
         return
     filters = Filters(parse_since(since) if since else None, endpoint, user_filter, status, decision)
     records = list(select(records_of(sink.lines()), filters))
-    if output == "json":
+    if stats or html_path:
+        _log_stats(records, output if stats else None, html_path, str(project.name))
+    elif output == "json":
         emit_json(records)
     elif output == "csv":
         import csv
@@ -289,6 +300,39 @@ def log_command(flags: Flags, since: str | None, endpoint: str | None, user_filt
         rows = [[str(flat(r)[c] if flat(r)[c] is not None else "") for c in COLUMNS[:-2]] + [
             (flat(r)["error"] or "")[:60]] for r in records]
         table(rows, [*COLUMNS[:-2], "error"])
+
+
+def _log_stats(records: list[dict[str, Any]], output: str | None, html_path: str | None, project: str) -> None:
+    """`log --stats` (printed as `output`, unless None) and `log --html PATH`."""
+    from pathlib import Path
+
+    from ..audit.report_html import render
+    from ..audit.stats import USAGE_HEADERS, compute, usage_row
+
+    if output == "csv":
+        raise ConfigError("--stats prints text or json, not csv")
+    summary = compute(records)
+    if html_path:
+        Path(html_path).write_text(render(summary, f"dbt-mxcp usage: {project}"), encoding="utf-8")
+        # stderr: stdout may be carrying the JSON stats
+        line(f"Wrote a usage report of {summary.totals.calls} call(s) to {html_path}", "ok", err=True)
+    if output == "json":
+        emit_json(summary.to_json())
+    elif output == "text":
+        t = summary.totals
+        if not t.calls:
+            line("No calls recorded for this period and these filters")
+            return
+        line(f"{t.calls} call(s) from {summary.first} to {summary.last} (UTC): {t.ok} ok, {t.denied} denied, "
+             f"{t.errors} error(s), {t.rows} row(s)")
+        for title, usages in (("endpoint", summary.endpoints), ("caller", summary.callers)):
+            click.echo()
+            table([[u.name, *usage_row(u)] for u in [*usages, t]], [title, *USAGE_HEADERS])
+        for title, reasons in (("Denials", summary.denials), ("Errors", summary.errors)):
+            if reasons:
+                click.echo(f"\n{title}:")
+                for r in reasons:
+                    click.echo(f"  {r.count:>6}  {r.reason}")
 
 
 @main.command("api-key")
@@ -333,3 +377,8 @@ main.add_command(lint_command)
 from .drift import drift_group  # noqa: E402
 
 main.add_command(drift_group)
+
+
+from .init import init_command  # noqa: E402
+
+main.add_command(init_command)

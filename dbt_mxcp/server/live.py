@@ -22,7 +22,8 @@ from ..pipeline import Pipeline
 from ..project import Flags
 from ..ratelimit import RateLimiter
 from ..registry import Registry
-from ..settings import SETTINGS_FILE
+from ..settings import SETTINGS_FILE, settings_path
+from ..telemetry import Telemetry, from_settings
 from ..warehouse import Warehouse
 from ..writes import WriteDatabase, publisher
 from .snapshot import SNAPSHOT_DIR, Busy, Version, locked_by_other, prune, publish, version_of
@@ -72,6 +73,7 @@ class LiveProject:
         self.writes: WriteDatabase | None = None
         self.auditor: Auditor | None = None
         self.rate_limiter: RateLimiter | None = None
+        self.telemetry: Telemetry | None = None  # from the settings at start (a reload keeps it)
         self._stop_publisher = threading.Event()
 
     # -- access ------------------------------------------------------------------------------------
@@ -107,6 +109,8 @@ class LiveProject:
         project = served.loaded.project
         self.auditor = make_auditor(served.loaded.settings, project.log_path, project.project_dir)
         served.pipeline.auditor = self.auditor
+        self.telemetry = from_settings(served.loaded.settings)
+        served.pipeline.telemetry = self.telemetry
         self.rate_limiter = RateLimiter(served.loaded.settings.rate_limits)
         served.pipeline.rate_limiter = self.rate_limiter
         writes = served.loaded.settings.writes
@@ -159,6 +163,8 @@ class LiveProject:
             self.writes.close()
         if self.auditor is not None:
             self.auditor.close()
+        if self.telemetry is not None:
+            self.telemetry.close()
         if self._current is not None:
             self._retire(self._current)
 
@@ -177,6 +183,12 @@ class LiveProject:
     def _watch_list(self, loaded: Loaded) -> list[Path]:
         target = loaded.project.target_path
         paths = [target / "manifest.json", target / "mxcp_registry.json", loaded.project.project_dir / SETTINGS_FILE]
+        try:
+            in_use = settings_path(loaded.project.project_dir)  # ~/.dbt/mxcp.yml or $DBT_MXCP_SETTINGS
+        except MxcpError:
+            in_use = None  # the next load says why
+        if in_use is not None and in_use not in paths:
+            paths.append(in_use)
         if loaded.warehouse is not None and loaded.warehouse.path not in (":memory:",):
             paths.append(Path(loaded.warehouse.path))
         root = loaded.project.project_dir
@@ -205,7 +217,7 @@ class LiveProject:
         keep = {snapshot} | ({previous.snapshot} if previous is not None and previous.snapshot else set())
         prune(loaded.project.target_path / SNAPSHOT_DIR, keep)
         pipeline = Pipeline(loaded.registry, warehouse, loaded.settings.engine_limits(), loaded.settings,
-                            self.writes, self.auditor, self.rate_limiter)
+                            self.writes, self.auditor, self.rate_limiter, self.telemetry)
         return Served(generation, loaded, pipeline, warehouse, snapshot, version, watched)
 
     def _publish(self, source: Path, root: Path, wait: bool) -> Path:

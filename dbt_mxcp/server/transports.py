@@ -115,7 +115,7 @@ def _login_server(loaded: Any, default_url: str) -> Any:
 async def serve_http(adapter: McpAdapter, live: LiveProject, *, host: str, port: int, stateless: bool,
                      interval: float, json_response: bool = False, allowed_hosts: Sequence[str] = (),
                      allowed_origins: Sequence[str] = ()) -> None:
-    """Serve MCP at http://HOST:PORT/mcp, with /healthz and /readyz, until SIGINT/SIGTERM.
+    """Serve MCP at http://HOST:PORT/mcp, with /healthz, /readyz (and /metrics), until SIGINT/SIGTERM.
 
     Host and Origin headers are checked against an allowlist (DNS rebinding); on SIGTERM the
     server stops accepting, lets in-flight calls finish, then exits.
@@ -123,8 +123,10 @@ async def serve_http(adapter: McpAdapter, live: LiveProject, *, host: str, port:
     import uvicorn
     from mcp.server.transport_security import TransportSecuritySettings
     from starlette.requests import Request
-    from starlette.responses import JSONResponse
+    from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
+
+    from ..telemetry import CONTENT_TYPE
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -155,6 +157,13 @@ async def serve_http(adapter: McpAdapter, live: LiveProject, *, host: str, port:
         return JSONResponse(metadata)
 
     routes = [Route("/healthz", healthz), Route("/readyz", readyz)]
+    registry = live.telemetry.metrics if live.telemetry is not None else None
+    if registry is not None:
+        async def metrics(request: Request) -> Response:
+            failures = live.auditor.failures if live.auditor is not None else None
+            return Response(registry.render(failures), media_type=CONTENT_TYPE)
+
+        routes.append(Route("/metrics", metrics))  # unauthenticated, like /healthz: counts and endpoint names only
     if login is not None:
         routes += login.routes()
     if metadata is not None:  # RFC 9728, at the path-inserted and the plain well-known URL
@@ -168,7 +177,8 @@ async def serve_http(adapter: McpAdapter, live: LiveProject, *, host: str, port:
     )
     current = LiveAuthenticator(lambda: live.current.loaded.settings.auth, login)
     asgi: Any = AuthMiddleware(app, current, metadata_url) if authenticator is not None else app
-    config = uvicorn.Config(asgi, host=host, port=port, log_level="warning", lifespan="on",
+    # log_config=None: uvicorn's warnings go through our handler (text or JSON lines) like ours.
+    config = uvicorn.Config(asgi, host=host, port=port, log_level="warning", lifespan="on", log_config=None,
                             timeout_graceful_shutdown=int(SHUTDOWN_GRACE))
     server = _uvicorn_server_class()(config)
     log.info("serving MCP at http://%s:%d/mcp", host if ":" not in host else f"[{host}]", port)
