@@ -91,13 +91,18 @@ async def test_sigterm_lets_in_flight_calls_finish(it_project: Project) -> None:
     with http_server_process(it_project) as (base, proc):
         async with Client(f"{base}/mcp", mode="legacy") as c:  # type: ignore[arg-type]
             results: list[Any] = []
+            running = anyio.Event()
+
+            async def on_progress(done: float, total: float | None, message: str | None) -> None:
+                running.set()
 
             async def slow_call() -> None:
-                results.append(await c.call_tool("wait_a_while", {"seconds": 2}))
+                results.append(await c.call_tool("wait_a_while", {"seconds": 2}, progress_callback=on_progress))
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(slow_call)
-                await anyio.sleep(0.7)
+                with anyio.fail_after(30):
+                    await running.wait()  # the call is in flight (a fixed sleep raced a loaded machine)
                 proc.send_signal(signal.SIGTERM)
         assert results and results[0].structured_content == {"result": 2}
         assert proc.wait(timeout=30) == 0
