@@ -12,7 +12,7 @@ import click
 from ..errors import ConfigError, MxcpError, RegistryError
 from ..project import Flags
 from . import dbt_flags, handle_errors, lock_wait_option
-from .output import emit_json, line
+from .output import emit_json, github_annotation, line
 
 
 @click.group("drift")
@@ -126,12 +126,12 @@ def check_command(flags: Flags, baseline: Path | None, state: Path | None, live:
         assert actual is not None
         changes += live_drift(loaded.registry, loaded.manifest, actual)
         compared_with.append("the warehouse")
-    _report(changes, output, " and ".join(compared_with))
+    _report(changes, output, " and ".join(compared_with), loaded.project.project_dir)
     breaking = any(c.severity == "breaking" for c in changes)
     sys.exit(1 if breaking or (strict and changes) else 0)
 
 
-def _report(changes: Sequence[Any], output: str, against: str) -> None:
+def _report(changes: Sequence[Any], output: str, against: str, project_dir: Path) -> None:
     from ..drift import as_dict
 
     breaking = [c for c in changes if c.severity == "breaking"]
@@ -141,10 +141,10 @@ def _report(changes: Sequence[Any], output: str, against: str) -> None:
                    "summary": {"breaking": len(breaking), "non_breaking": len(other)}})
     elif output == "github":
         for c in changes:
-            level = "error" if c.severity == "breaking" else "warning"
-            where = f" file={c.yml_path}" if c.yml_path else ""
-            title = f"{'Breaking' if c.severity == 'breaking' else 'Non-breaking'} drift: {c.kind}"
-            click.echo(f"::{level}{where},title={title}::{_escape(c.message)}")
+            breaking_change = c.severity == "breaking"
+            click.echo(github_annotation("error" if breaking_change else "warning", c.message,
+                                         project_dir=project_dir, file=c.yml_path,
+                                         title=f"{'Breaking' if breaking_change else 'Non-breaking'} drift: {c.kind}"))
     elif output == "markdown":
         click.echo(_markdown(breaking, other, against))
     else:
@@ -154,10 +154,6 @@ def _report(changes: Sequence[Any], output: str, against: str) -> None:
                  "error" if c.severity == "breaking" else "warning")
         status = "error" if breaking else "ok"
         line(f"Drift against {against}: {len(breaking)} breaking, {len(other)} non-breaking change(s)", status)
-
-
-def _escape(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
 def _markdown(breaking: Sequence[Any], other: Sequence[Any], against: str) -> str:

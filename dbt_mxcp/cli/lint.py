@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,7 +10,7 @@ import click
 
 from ..project import Flags
 from . import dbt_flags, handle_errors
-from .output import emit_json, line
+from .output import emit_json, github_annotation, line
 
 if TYPE_CHECKING:
     from ..lint import Finding, Severity
@@ -69,21 +68,6 @@ def _print_text(shown: list[Finding], counts: dict[Severity, int], hidden: int, 
 
 
 def _annotation(f: Finding, project_dir: Path) -> str:
-    """A GitHub Actions workflow command: ``::error file=…,line=…,title=…::message``."""
-    path = (project_dir / f.location.file).resolve()
-    base = Path(os.environ.get("GITHUB_WORKSPACE") or Path.cwd()).resolve()
-    # GitHub places annotations by path from the repository root (the workspace).
-    file = str(path.relative_to(base)) if path.is_relative_to(base) else f.location.file
-    props = [f"file={_property(file)}"] + ([f"line={f.location.line}"] if f.location.line else [])
-    props.append(f"title={_property(f'dbt-mxcp {f.rule}')}")
     message = f"{f.about}: {f.message}" if f.about else f.message
-    text = f"{message}\nFix: {f.hint}"
-    return f"::{_GITHUB_LEVEL[f.severity]} {','.join(props)}::{_data(text)}"
-
-
-def _data(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-
-
-def _property(text: str) -> str:
-    return _data(text).replace(":", "%3A").replace(",", "%2C")
+    return github_annotation(_GITHUB_LEVEL[f.severity], f"{message}\nFix: {f.hint}", project_dir=project_dir,
+                             file=f.location.file, line_number=f.location.line, title=f"dbt-mxcp {f.rule}")

@@ -1,9 +1,12 @@
-"""Printing as dbt does: ``HH:MM:SS  message`` lines, colours on a terminal, JSON for machines."""
+"""Printing as dbt does: ``HH:MM:SS  message`` lines, colours on a terminal, JSON for machines,
+GitHub Actions annotations for CI."""
 
 from __future__ import annotations
 
+import os
 import sys
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import click
@@ -31,3 +34,30 @@ def table(rows: list[list[str]], headers: list[str]) -> None:
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
     for r in [headers, ["-" * w for w in widths], *rows]:
         click.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def github_annotation(level: str, message: str, *, project_dir: Path, file: str | None = None,
+                      line_number: int | None = None, title: str | None = None) -> str:
+    """A GitHub Actions workflow command, escaped: ``::error file=…,line=…,title=…::message``.
+
+    `file` is relative to `project_dir`; GitHub places annotations by path from the repository
+    root (the workspace), so it is given from there.
+    """
+    props = []
+    if file:
+        path = (project_dir / file).resolve()
+        base = Path(os.environ.get("GITHUB_WORKSPACE") or Path.cwd()).resolve()
+        props.append(f"file={_property(str(path.relative_to(base)) if path.is_relative_to(base) else file)}")
+    if line_number:
+        props.append(f"line={line_number}")
+    if title:
+        props.append(f"title={_property(title)}")
+    return f"::{level}{' ' + ','.join(props) if props else ''}::{_data(message)}"
+
+
+def _data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _property(text: str) -> str:
+    return _data(text).replace(":", "%3A").replace(",", "%2C")

@@ -83,3 +83,12 @@ def test_every_rule_is_documented_with_its_severity_and_title() -> None:
 
 def test_the_severity_option_offers_every_severity() -> None:
     assert LEVELS == SEVERITIES
+
+
+def test_github_annotations_are_escaped_and_well_formed_without_a_file(tmp_path: Path) -> None:
+    from dbt_mxcp.cli.output import github_annotation
+
+    bare = github_annotation("warning", "50% done\nnext", project_dir=tmp_path, title="drift: a, b")
+    assert bare == "::warning title=drift%3A a%2C b::50%25 done%0Anext"
+    located = github_annotation("error", "m", project_dir=tmp_path, file="models/x.yml", line_number=3)
+    assert located.startswith("::error file=") and located.endswith("models/x.yml,line=3::m")
