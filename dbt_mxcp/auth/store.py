@@ -83,20 +83,15 @@ class LoginStore:
 
     def get(self, kind: str, handle: str) -> dict[str, Any] | None:
         """The live data under `handle`, or None when unknown, expired or of another kind."""
-        with self._lock:
-            row = self._db.execute("select data, expires from grants where digest = ? and kind = ?",
-                                   (digest(handle), kind)).fetchone()
-        if row is None or row[1] < time.time():
-            return None
-        data: dict[str, Any] = json.loads(row[0])
-        return data
+        return self._live("select data, expires from grants where digest = ? and kind = ?", kind, handle)
 
     def take(self, kind: str, handle: str) -> dict[str, Any] | None:
         """Like `get`, and delete it: a code or a login handle is good once."""
-        key = digest(handle)
+        return self._live("delete from grants where digest = ? and kind = ? returning data, expires", kind, handle)
+
+    def _live(self, sql: str, kind: str, handle: str) -> dict[str, Any] | None:
         with self._lock:
-            row = self._db.execute("delete from grants where digest = ? and kind = ? returning data, expires",
-                                   (key, kind)).fetchone()
+            row = self._db.execute(sql, (digest(handle), kind)).fetchone()
         if row is None or row[1] < time.time():
             return None
         data: dict[str, Any] = json.loads(row[0])
