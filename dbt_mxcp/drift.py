@@ -80,16 +80,6 @@ def relation_columns(manifest: Any, unique_ids: Iterable[str]) -> dict[str, dict
     return out
 
 
-def warehouse_columns(connection: Any) -> dict[tuple[str, str, str], dict[str, str]]:
-    """Every relation of the warehouse: (database, schema, name), lowercased -> column -> type."""
-    rows = connection.execute("select table_catalog, table_schema, table_name, column_name, data_type "
-                              "from information_schema.columns order by ordinal_position").fetchall()
-    out: dict[tuple[str, str, str], dict[str, str]] = {}
-    for database, schema, table, column, data_type in rows:
-        out.setdefault((database.lower(), schema.lower(), table.lower()), {})[column.lower()] = data_type.lower()
-    return out
-
-
 def _relation_key(node: Any) -> tuple[str, str, str] | None:
     data = node.data
     name = data.get("alias") or data.get("identifier") or data.get("name")
@@ -102,7 +92,7 @@ def snapshot(registry: Registry, manifest: Any, *, actual: Mapping[tuple[str, st
              | None = None, project: str | None = None) -> dict[str, Any]:
     """The baseline: every endpoint's contract and the columns of the relations they read.
 
-    With `actual` (from `warehouse_columns`) a relation's columns are the warehouse's, else the
+    With `actual` (from `Warehouse.columns`) a relation's columns are the warehouse's, else the
     manifest's declared ones.
     """
     endpoints = sorted((endpoint_contract(e) for e in registry.all(include_disabled=True)),
@@ -383,7 +373,7 @@ def _relation_changes(old: Mapping[str, Any], new: Mapping[str, Any], after: Map
 
 def live_drift(registry: Registry, manifest: Any, actual: Mapping[tuple[str, str, str], Mapping[str, str]]
                ) -> list[Change]:
-    """Relations dbt declared but never built, and declared columns missing or typed otherwise in DuckDB.
+    """Relations dbt declared but never built, and declared columns missing or typed otherwise in the warehouse.
 
     A difference in a relation an endpoint reads is breaking; elsewhere it is reported.
     """

@@ -10,10 +10,14 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import CallError
 from .jsonvalues import dumps, to_json_value
+
+if TYPE_CHECKING:
+    from .types import TypeDef
+    from .warehouse import Cursor
 
 FETCH_BATCH = 1000
 
@@ -82,10 +86,10 @@ class Interrupter:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._cursor: Any = None
+        self._cursor: Cursor | None = None
         self.cancelled = False
 
-    def attach(self, cursor: Any) -> None:
+    def attach(self, cursor: Cursor) -> None:
         """Watch `cursor`; a call cancelled before its query starts fails at once."""
         with self._lock:
             if self.cancelled:
@@ -110,11 +114,10 @@ class QueryResult:
     truncated_by: str | None = None
 
 
-def run_query(cursor: Any, sql: str, params: Mapping[str, Any], limits: Limits,
-              interrupter: Interrupter | None = None) -> QueryResult:
+def run_query(cursor: Cursor, sql: str, params: Mapping[str, Any], limits: Limits,
+              interrupter: Interrupter | None = None, types: Mapping[str, TypeDef | None] | None = None,
+              ) -> QueryResult:
     """Execute `sql` with `params` bound; stop at the row or byte cap; interrupt past the deadline."""
-    import duckdb
-
     if interrupter is not None:
         interrupter.attach(cursor)
     expired = threading.Event()
@@ -125,11 +128,10 @@ def run_query(cursor: Any, sql: str, params: Mapping[str, Any], limits: Limits,
 
     token = _watchdog.watch(limits.timeout, interrupt)
     try:
-        cursor.execute(sql, dict(params))
-        columns = [(d[0], str(d[1])) for d in cursor.description or []]
+        columns = cursor.execute(sql, params, limits.timeout, types)
         names = [c[0] for c in columns]
         # DuckDB hands JSON columns over as text; the result carries the JSON value itself.
-        decoders = [_decode_json if duck_type == "JSON" else to_json_value for _, duck_type in columns]
+        decoders = [_decode_json if type_name == "JSON" else to_json_value for _, type_name in columns]
         rows: list[dict[str, Any]] = []
         size = 0
         truncated_by = None
@@ -148,10 +150,10 @@ def run_query(cursor: Any, sql: str, params: Mapping[str, Any], limits: Limits,
                     break
                 rows.append(row)
         return QueryResult(columns, rows, truncated_by is not None, truncated_by)
-    except duckdb.Error as exc:
+    except cursor.errors as exc:
         if interrupter is not None and interrupter.cancelled:
             raise CallError("cancelled", "the call was cancelled") from None
-        if expired.is_set() or isinstance(exc, duckdb.InterruptException):
+        if expired.is_set() or cursor.interrupted(exc):
             raise CallError("timeout", f"the query ran past its {limits.timeout:g} s deadline and was "
                                        "interrupted; narrow it with more specific arguments") from None
         raise CallError("execution", f"query failed: {_first_line(str(exc))}") from None
@@ -168,15 +170,13 @@ def _decode_json(value: Any) -> Any:
     return to_json_value(value)
 
 
-def describe(cursor: Any, sql: str, params: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """The result columns (name, DuckDB type) `sql` would return, without running it."""
-    import duckdb
-
+def describe(cursor: Cursor, sql: str, params: Mapping[str, Any],
+             types: Mapping[str, TypeDef | None] | None = None) -> list[tuple[str, str]]:
+    """The result columns (name, type name) `sql` would return, without returning rows."""
     try:
-        rows = cursor.execute(f"DESCRIBE {sql}", dict(params)).fetchall()
-    except duckdb.Error as exc:
+        return cursor.describe(sql, params, types)
+    except cursor.errors as exc:
         raise CallError("execution", _first_line(str(exc))) from None
-    return [(str(r[0]), str(r[1])) for r in rows]
 
 
 def _first_line(text: str) -> str:

@@ -60,7 +60,14 @@ def load(flags: Flags, *, freeze: bool = True) -> Loaded:
     try:
         warehouse = load_warehouse_config(project, recorded)
         target = warehouse.render_target()
+        if recorded and recorded.get("profile") == warehouse.profile and recorded.get("target") \
+                and recorded["target"] != warehouse.target:
+            # The manifest names relations in the other target's database and schema.
+            raise ConfigError(f"{project.target_path / 'manifest.json'} was written for target "
+                              f"{recorded['target']!r}, not {warehouse.target!r}: run `dbt parse --target "
+                              f"{warehouse.target}` first, or give each target its own --target-path")
     except ConfigError as exc:
+        warehouse = None
         # `list` works without a profile; commands that query the warehouse report this error.
         warehouse_error = exc
         target = {k: recorded.get(k) for k in ("database", "schema", "path")} if recorded else {}

@@ -26,7 +26,7 @@ from .registry import Endpoint, Kind, Registry
 from .telemetry import NO_SPAN, Observed, Telemetry
 from .types import SchemaChecker, to_bind_value
 from .user import MissingClaim, claim_value, make_user
-from .warehouse import Warehouse
+from .warehouse import Warehouse, open_warehouse
 from .writes import WriteDatabase, affected_rows, writes_disabled
 
 
@@ -332,7 +332,7 @@ class Pipeline:
         cursor = self.warehouse.cursor()
         try:
             with self._span("mxcp.sql", endpoint.sql):
-                return run_query(cursor, endpoint.sql, params, self._limits(endpoint), interrupter)
+                return run_query(cursor, endpoint.sql, params, self._limits(endpoint), interrupter, types)
         finally:
             cursor.close()
 
@@ -412,7 +412,7 @@ def open_pipeline(loaded: Any, *, lock_wait: float, warehouse: bool = True, writ
 
     `writes=False` leaves write endpoints refused (tests and evals never change data).
     """
-    db = Warehouse(loaded.require_warehouse(), lock_wait=lock_wait) if warehouse else None
+    db = open_warehouse(loaded.require_warehouse(), lock_wait=lock_wait) if warehouse else None
     write_db = None
     auditor = None
     try:

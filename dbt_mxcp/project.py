@@ -40,8 +40,8 @@ class Project:
 
 
 @dataclass(frozen=True)
-class WarehouseConfig:
-    """The DuckDB warehouse of the selected profile target."""
+class DuckDbConfig:
+    """The DuckDB warehouse of a dbt-duckdb profile target."""
 
     profile: str
     target: str
@@ -56,6 +56,32 @@ class WarehouseConfig:
         return {"name": self.target, "profile_name": self.profile, "type": "duckdb", "database": self.database,
                 "schema": self.schema, "path": self.path}
 
+
+@dataclass(frozen=True)
+class PostgresConfig:
+    """The PostgreSQL warehouse of a dbt-postgres profile target (the password never in repr)."""
+
+    profile: str
+    target: str
+    host: str
+    port: int
+    user: str
+    database: str
+    schema: str
+    password: str = field(default="", repr=False)
+    sslmode: str | None = None
+    connect_timeout: int = 10
+    role: str | None = None
+    search_path: str | None = None
+    options: Mapping[str, str] = field(default_factory=dict)  # sslcert, sslkey, sslrootcert, keepalives_idle
+
+    def render_target(self) -> dict[str, Any]:
+        """What `{{ target }}` shows endpoint SQL: no password."""
+        return {"name": self.target, "profile_name": self.profile, "type": "postgres", "database": self.database,
+                "schema": self.schema, "host": self.host, "port": self.port, "user": self.user}
+
+
+WarehouseConfig = DuckDbConfig | PostgresConfig
 
 def read_yaml(path: Path) -> Any:
     import yaml
@@ -108,6 +134,8 @@ def render_jinja(value: Any, variables: Mapping[str, Any]) -> Any:
         from jinja2.sandbox import SandboxedEnvironment
 
         env = SandboxedEnvironment(undefined=jinja2.StrictUndefined)
+        # dbt's type filters: `_native` below turns the rendered text into a number or boolean as dbt does.
+        env.filters.update(dict.fromkeys(("as_number", "as_bool", "as_native", "as_text"), lambda v: v))
 
         def env_var(name: str, default: Any = ...) -> Any:
             if name in os.environ:
@@ -186,7 +214,7 @@ def find_profiles_dir(flags: Flags) -> Path:
 
 
 def load_warehouse_config(project: Project, recorded: Mapping[str, Any] | None = None) -> WarehouseConfig:
-    """The DuckDB settings of the profile target; a relative path resolves as dbt resolved it.
+    """The warehouse of the profile target; a relative DuckDB path resolves as dbt resolved it.
 
     dbt-duckdb opens a relative `path` against dbt's working directory. When the registry artifact
     (`recorded`) says where dbt found it for the same profile and target, that path wins.
@@ -208,9 +236,11 @@ def load_warehouse_config(project: Project, recorded: Mapping[str, Any] | None =
         raise ConfigError(f"target {target!r} not found in profile {name!r} of {path} "
                           f"(targets: {', '.join(sorted(outputs)) or 'none'})")
     creds = render_jinja(outputs[target], project.variables)
+    if creds.get("type") == "postgres":
+        return _postgres_config(name, target, creds, path)
     if creds.get("type") != "duckdb":
         raise ConfigError(f"target {target!r} of profile {name!r} is of type {creds.get('type')!r}; dbt-mxcp serves "
-                          "dbt-duckdb targets")
+                          "dbt-duckdb and dbt-postgres targets")
     db_path = str(creds.get("path") or ":memory:")
     if recorded and recorded.get("profile") == name and recorded.get("target") == target \
             and recorded.get("configured_path") == db_path and recorded.get("path"):
@@ -218,7 +248,33 @@ def load_warehouse_config(project: Project, recorded: Mapping[str, Any] | None =
     elif db_path != ":memory:" and not db_path.startswith(("md:", "motherduck:")):
         db_path = str(Path(db_path).expanduser().resolve())
     database = str(creds.get("database") or (Path(db_path).stem if db_path != ":memory:" else "memory"))
-    return WarehouseConfig(
+    return DuckDbConfig(
         profile=name, target=target, path=db_path, database=database, schema=str(creds.get("schema") or "main"),
         settings=dict(creds.get("settings") or {}), attach=tuple(creds.get("attach") or ()),
     )
+
+
+_PG_PASSTHROUGH = ("sslcert", "sslkey", "sslrootcert", "keepalives_idle")
+
+
+def _postgres_config(profile: str, target: str, creds: Mapping[str, Any], path: Path) -> PostgresConfig:
+    """A dbt-postgres target, with dbt-postgres's field names and defaults."""
+    missing = [k for k in ("host", "user", "schema") if not creds.get(k)]
+    if not (creds.get("dbname") or creds.get("database")):
+        missing.append("dbname")
+    if missing:
+        raise ConfigError(f"target {target!r} of profile {profile!r} in {path} lacks {', '.join(missing)}")
+    try:
+        port = int(creds.get("port") or 5432)
+        connect_timeout = int(creds.get("connect_timeout") or 10)
+    except (TypeError, ValueError):
+        raise ConfigError(f"target {target!r} of profile {profile!r}: port and connect_timeout must be "
+                          "whole numbers") from None
+    return PostgresConfig(
+        profile=profile, target=target, host=str(creds["host"]), port=port, user=str(creds["user"]),
+        database=str(creds.get("dbname") or creds.get("database")), schema=str(creds["schema"]),
+        password=str(creds.get("password") or creds.get("pass") or ""),
+        sslmode=str(creds["sslmode"]) if creds.get("sslmode") else None, connect_timeout=connect_timeout,
+        role=str(creds["role"]) if creds.get("role") else None,
+        search_path=str(creds["search_path"]) if creds.get("search_path") else None,
+        options={k: str(creds[k]) for k in _PG_PASSTHROUGH if creds.get(k) is not None})

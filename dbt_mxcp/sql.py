@@ -31,6 +31,26 @@ def find_parameters(sql: str) -> list[str]:
     return names
 
 
+def to_positional(sql: str, casts: Mapping[str, str] | None = None) -> tuple[str, list[str]]:
+    """`sql` with its ``$name`` placeholders as PostgreSQL's ``$1, $2, ...``, and the names in that order.
+
+    A name in `casts` becomes ``($1::type)``.
+    """
+    names: list[str] = []
+    parts: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in names:
+            names.append(name)
+        placeholder = f"${names.index(name) + 1}"
+        return f"({placeholder}::{casts[name]})" if casts and name in casts else placeholder
+
+    for start, end, is_code in _spans(sql):
+        parts.append(_PARAM.sub(number, sql[start:end]) if is_code else sql[start:end])
+    return "".join(parts), names
+
+
 def _spans(sql: str) -> Iterator[tuple[int, int, bool]]:
     """(start, end, is_code) spans covering `sql`; strings, quoted identifiers and comments are not code.
 

@@ -15,7 +15,7 @@ from .load import Loaded
 from .registry import Endpoint
 from .sql import as_subquery
 from .types import TypeDef, to_bind_value, type_from_data_type
-from .warehouse import Warehouse
+from .warehouse import Warehouse, open_warehouse
 
 _SAMPLES = {"date": "2024-01-01", "time": "12:00:00", "date-time": "2024-01-01T00:00:00+00:00",
             "timestamp": "2024-01-01T00:00:00", "email": "a@example.com", "uri": "https://example.com",
@@ -162,7 +162,7 @@ def check_endpoint(warehouse: Warehouse, endpoint: Endpoint) -> Iterator[Finding
     params = _samples(endpoint)
     cursor = warehouse.cursor()
     try:
-        columns = describe(cursor, as_subquery(endpoint.sql), params)
+        columns = describe(cursor, as_subquery(endpoint.sql), params, {p.name: p for p in endpoint.parameters})
     except CallError as exc:
         yield Finding("error", _where(endpoint), f"SQL does not prepare against the warehouse: {exc}")
         return
@@ -220,8 +220,8 @@ def _compare_type(endpoint: Endpoint, name: str, declared: TypeDef, duck_type: s
 def check_warehouse(loaded: Loaded, *, lock_wait: float = 10.0) -> Iterator[Finding]:
     """Check every enabled endpoint against the warehouse."""
     try:
-        warehouse = Warehouse(loaded.require_warehouse(), lock_wait=lock_wait)
-        warehouse.connection()
+        warehouse = open_warehouse(loaded.require_warehouse(), lock_wait=lock_wait)
+        warehouse.open()
     except MxcpError as exc:
         yield Finding("error", "warehouse", str(exc))
         return

@@ -20,6 +20,7 @@ from typing import Any
 
 from .engine import Interrupter, Limits, QueryResult, run_query
 from .errors import CallError, WarehouseError
+from .warehouse.duckdb_target import DuckDbCursor
 
 log = logging.getLogger("dbt_mxcp.server")
 
@@ -68,7 +69,7 @@ class WriteDatabase:
             try:
                 cursor.execute("BEGIN TRANSACTION")
                 try:
-                    result = run_query(cursor, sql, params, limits, interrupter)
+                    result = run_query(DuckDbCursor(cursor), sql, params, limits, interrupter)
                     cursor.execute("COMMIT")
                 except BaseException:
                     with contextlib.suppress(duckdb.Error):  # a failed statement may have aborted it already

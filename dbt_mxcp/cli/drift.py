@@ -31,12 +31,11 @@ def _loaded(flags: Flags) -> Any:
 
 def _actual(loaded: Any, lock_wait: float) -> Any:
     """The warehouse's relations and columns (read-only)."""
-    from ..drift import warehouse_columns
-    from ..warehouse import Warehouse
+    from ..warehouse import open_warehouse
 
-    warehouse = Warehouse(loaded.require_warehouse(), lock_wait=lock_wait)
+    warehouse = open_warehouse(loaded.require_warehouse(), lock_wait=lock_wait)
     try:
-        return warehouse_columns(warehouse.connection())
+        return warehouse.columns()
     finally:
         warehouse.close()
 

@@ -19,12 +19,12 @@ from ..audit.auditor import Auditor, make_auditor
 from ..errors import MxcpError, RegistryError
 from ..load import Loaded, load
 from ..pipeline import Pipeline
-from ..project import Flags
+from ..project import DuckDbConfig, Flags
 from ..ratelimit import RateLimiter
 from ..registry import Registry
 from ..settings import SETTINGS_FILE, settings_path
 from ..telemetry import Telemetry, from_settings
-from ..warehouse import Warehouse
+from ..warehouse import Warehouse, open_warehouse
 from ..writes import WriteDatabase, publisher
 from .snapshot import SNAPSHOT_DIR, Busy, Version, locked_by_other, prune, publish, version_of
 
@@ -133,7 +133,7 @@ class LiveProject:
         if not force and stamps == self._rejected:
             return False  # already refused this exact state; wait for the next change
         config = old.loaded.warehouse
-        if config is not None and locked_by_other(Path(config.path)):
+        if isinstance(config, DuckDbConfig) and locked_by_other(Path(config.path)):
             return False  # dbt is still at work: reload once it has finished
         try:
             new = self._build(generation=old.generation + 1, previous=old, wait=False)
@@ -189,7 +189,7 @@ class LiveProject:
             in_use = None  # the next load says why
         if in_use is not None and in_use not in paths:
             paths.append(in_use)
-        if loaded.warehouse is not None and loaded.warehouse.path not in (":memory:",):
+        if isinstance(loaded.warehouse, DuckDbConfig) and loaded.warehouse.path != ":memory:":
             paths.append(Path(loaded.warehouse.path))
         root = loaded.project.project_dir
         paths += [root / e.source_file for e in loaded.registry.all(include_disabled=True) if e.source_file]
@@ -203,19 +203,31 @@ class LiveProject:
         if loaded.problems:
             raise RegistryError(loaded.problems)
         config = loaded.require_warehouse()
-        source = Path(config.path)
-        version = version_of(source) if source.is_file() else None
-        if previous is not None and previous.warehouse is not None and previous.snapshot is not None \
-                and previous.warehouse_version == version:
-            # Same data (e.g. only yml or SQL files changed): keep the open snapshot.
-            snapshot, warehouse = previous.snapshot, previous.warehouse
-            previous.owns_warehouse = False
+        snapshot: Path | None = None
+        version: Version | None = None
+        if not isinstance(config, DuckDbConfig):
+            # A Postgres warehouse is shared and transactional, so no snapshot: calls read it live,
+            # and the connections are kept while the target's settings stay the same.
+            if previous is not None and previous.warehouse is not None and previous.loaded.warehouse == config:
+                warehouse = previous.warehouse
+                previous.owns_warehouse = False
+            else:
+                warehouse = open_warehouse(config, lock_wait=self.lock_wait)
+                warehouse.open()
         else:
-            snapshot = self._publish(source, loaded.project.target_path / SNAPSHOT_DIR, wait)
-            warehouse = Warehouse(dataclasses.replace(config, path=str(snapshot)), lock_wait=self.lock_wait)
-            warehouse.connection()  # fail now, not on the first call
-        keep = {snapshot} | ({previous.snapshot} if previous is not None and previous.snapshot else set())
-        prune(loaded.project.target_path / SNAPSHOT_DIR, keep)
+            source = Path(config.path)
+            version = version_of(source) if source.is_file() else None
+            if previous is not None and previous.warehouse is not None and previous.snapshot is not None \
+                    and previous.warehouse_version == version:
+                # Same data (e.g. only yml or SQL files changed): keep the open snapshot.
+                snapshot, warehouse = previous.snapshot, previous.warehouse
+                previous.owns_warehouse = False
+            else:
+                snapshot = self._publish(source, loaded.project.target_path / SNAPSHOT_DIR, wait)
+                warehouse = open_warehouse(dataclasses.replace(config, path=str(snapshot)), lock_wait=self.lock_wait)
+                warehouse.open()  # fail now, not on the first call
+            keep = {snapshot} | ({previous.snapshot} if previous is not None and previous.snapshot else set())
+            prune(loaded.project.target_path / SNAPSHOT_DIR, keep)
         pipeline = Pipeline(loaded.registry, warehouse, loaded.settings.engine_limits(), loaded.settings,
                             self.writes, self.auditor, self.rate_limiter, self.telemetry)
         return Served(generation, loaded, pipeline, warehouse, snapshot, version, watched)

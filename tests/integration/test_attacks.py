@@ -10,7 +10,7 @@ from dbt_mxcp.errors import CallError
 from dbt_mxcp.load import load
 from dbt_mxcp.pipeline import Pipeline
 from dbt_mxcp.project import Flags
-from dbt_mxcp.warehouse import Warehouse
+from dbt_mxcp.warehouse import open_warehouse
 from tests.helpers import Project
 
 
@@ -18,7 +18,7 @@ from tests.helpers import Project
 def pipeline(it_project: Project) -> Iterator[Pipeline]:
     path = str(it_project.path)
     loaded = load(Flags(project_dir=path, profiles_dir=path))
-    warehouse = Warehouse(loaded.require_warehouse())
+    warehouse = open_warehouse(loaded.require_warehouse())
     yield Pipeline(loaded.registry, warehouse)
     warehouse.close()
 

@@ -14,7 +14,7 @@ from dbt_mxcp.errors import CallError
 from dbt_mxcp.load import Loaded, load
 from dbt_mxcp.pipeline import Pipeline
 from dbt_mxcp.project import Flags
-from dbt_mxcp.warehouse import Warehouse
+from dbt_mxcp.warehouse import Warehouse, open_warehouse
 from tests.helpers import REPO, Project
 
 
@@ -26,7 +26,7 @@ def loaded(it_project: Project) -> Loaded:
 
 @pytest.fixture
 def warehouse(loaded: Loaded) -> Iterator[Warehouse]:
-    wh = Warehouse(loaded.require_warehouse())
+    wh = open_warehouse(loaded.require_warehouse())
     yield wh
     wh.close()
 

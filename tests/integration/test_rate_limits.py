@@ -13,7 +13,7 @@ from dbt_mxcp.pipeline import Pipeline
 from dbt_mxcp.project import Flags
 from dbt_mxcp.ratelimit import RateLimiter
 from dbt_mxcp.settings import RateLimit, RateLimitSettings
-from dbt_mxcp.warehouse import Warehouse
+from dbt_mxcp.warehouse import open_warehouse
 from tests.helpers import Project
 
 
@@ -22,7 +22,7 @@ def make_pipeline(it_project: Project) -> Iterator[Callable[[RateLimitSettings],
     """Pipelines over the built integration project, each with its own rate limiter."""
     path = str(it_project.path)
     loaded = load(Flags(project_dir=path, profiles_dir=path))
-    warehouse = Warehouse(loaded.require_warehouse())
+    warehouse = open_warehouse(loaded.require_warehouse())
     yield lambda settings: Pipeline(loaded.registry, warehouse, rate_limiter=RateLimiter(settings))
     warehouse.close()
 

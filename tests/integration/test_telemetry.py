@@ -22,7 +22,7 @@ from dbt_mxcp.pipeline import Pipeline
 from dbt_mxcp.project import Flags
 from dbt_mxcp.settings import Settings
 from dbt_mxcp.telemetry import from_settings
-from dbt_mxcp.warehouse import Warehouse
+from dbt_mxcp.warehouse import open_warehouse
 from tests.helpers import Project
 from tests.integration.test_server import http_server_process
 
@@ -39,7 +39,7 @@ def test_a_call_is_traced_without_sql_or_arguments(it_project: Project, tmp_path
     loaded = load(Flags(project_dir=path, profiles_dir=path))
     exporter = InMemorySpanExporter()
     telemetry = from_settings(Settings.model_validate({"telemetry": {"traces": True, "metrics": True}}), exporter)
-    warehouse = Warehouse(loaded.require_warehouse())
+    warehouse = open_warehouse(loaded.require_warehouse())
     auditor = Auditor(JsonlSink(tmp_path / "audit.jsonl", fsync="os"), b"k" * 32)
     pipeline = Pipeline(loaded.registry, warehouse, auditor=auditor, telemetry=telemetry)
     try:

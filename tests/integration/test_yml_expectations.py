@@ -20,7 +20,7 @@ from dbt_mxcp.load import Loaded, load
 from dbt_mxcp.pipeline import Pipeline
 from dbt_mxcp.project import Flags
 from dbt_mxcp.registry import Endpoint
-from dbt_mxcp.warehouse import Warehouse
+from dbt_mxcp.warehouse import open_warehouse
 from tests.helpers import Project
 
 
@@ -78,7 +78,7 @@ def _cases(loaded: Loaded) -> Iterator[tuple[Endpoint, EndpointTest]]:
 def _run(project: Project) -> int:
     path = str(project.path)
     loaded = load(Flags(project_dir=path, profiles_dir=path))
-    warehouse = Warehouse(loaded.require_warehouse())
+    warehouse = open_warehouse(loaded.require_warehouse())
     pipeline = Pipeline(loaded.registry, warehouse)
     count = 0
     try:

@@ -10,22 +10,69 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import WarehouseError
-from .project import WarehouseConfig
-from .sql import quote_identifier
+from ..errors import WarehouseError
+from ..project import DuckDbConfig
+from ..sql import quote_identifier
+from ..types import TypeDef
+from . import group_columns
 
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-class Warehouse:
+class DuckDbCursor:
+    """A DuckDB cursor (its own connection to the instance) behind the engine's `Cursor` interface."""
+
+    def __init__(self, cursor: Any) -> None:
+        import duckdb
+
+        self.errors: tuple[type[BaseException], ...] = (duckdb.Error,)
+        self._cursor = cursor
+
+    def execute(self, sql: str, params: Mapping[str, Any], timeout: float | None = None,
+                types: Mapping[str, TypeDef | None] | None = None) -> list[tuple[str, str]]:
+        """Run `sql`, DuckDB binding the ``$name`` parameters and typing them from their values.
+
+        In-process, so the engine's deadline is the timeout.
+        """
+        self._cursor.execute(sql, dict(params))
+        return [(d[0], str(d[1])) for d in self._cursor.description or []]
+
+    def fetchmany(self, size: int) -> Sequence[Sequence[Any]]:
+        """Up to `size` more rows."""
+        rows: Sequence[Sequence[Any]] = self._cursor.fetchmany(size)
+        return rows
+
+    def describe(self, sql: str, params: Mapping[str, Any],
+                 types: Mapping[str, TypeDef | None] | None = None) -> list[tuple[str, str]]:
+        """DuckDB's DESCRIBE of the query: its columns, without running it."""
+        rows = self._cursor.execute(f"DESCRIBE {sql}", dict(params)).fetchall()
+        return [(str(r[0]), str(r[1])) for r in rows]
+
+    def interrupt(self) -> None:
+        """Interrupt the running statement."""
+        self._cursor.interrupt()
+
+    def interrupted(self, exc: BaseException) -> bool:
+        """DuckDB raises InterruptException for an interrupted statement."""
+        import duckdb
+
+        return isinstance(exc, duckdb.InterruptException)
+
+    def close(self) -> None:
+        """Close this cursor's connection."""
+        self._cursor.close()
+
+
+class DuckDbWarehouse:
     """One hardened DuckDB instance; each call takes its own cursor from it."""
 
-    def __init__(self, config: WarehouseConfig, *, lock_wait: float = 10.0) -> None:
+    def __init__(self, config: DuckDbConfig, *, lock_wait: float = 10.0) -> None:
         self.config = config
         self._lock_wait = lock_wait
         self._conn: Any = None
@@ -41,12 +88,26 @@ class Warehouse:
                 self._conn = self._open()
             return self._conn
 
-    def cursor(self) -> Any:
+    def open(self) -> None:
+        """Open the file now, so a missing or locked file fails here."""
+        self.connection()
+
+    def cursor(self) -> DuckDbCursor:
         """A new cursor (its own DuckDB connection to the same instance), safe to use in one thread."""
         cursor = self.connection().cursor()
         if self._use:
             cursor.execute(self._use)
-        return cursor
+        return DuckDbCursor(cursor)
+
+    def columns(self) -> dict[tuple[str, str, str], dict[str, str]]:
+        """Every relation of the file (and attached ones) with its columns' DuckDB types."""
+        cursor = self.connection().cursor()
+        try:
+            rows = cursor.execute("select table_catalog, table_schema, table_name, column_name, data_type "
+                                  "from information_schema.columns order by ordinal_position").fetchall()
+        finally:
+            cursor.close()
+        return group_columns(rows)
 
     def close(self) -> None:
         """Close the instance; later calls reopen it."""
