@@ -209,12 +209,14 @@ class EvalSettings(_Strict):
 
 
 class TelemetrySettings(_Strict):
-    """Prometheus metrics and OpenTelemetry traces of served calls (see docs/observability.md); both off by default."""
+    """Metrics (Prometheus, OTLP) and OpenTelemetry traces of served calls (docs/observability.md); off by default."""
 
     metrics: bool = False  # serve GET /metrics on the HTTP transport (unauthenticated, like /healthz)
     traces: bool = False  # a span per call; needs the `otel` extra
+    otlp_metrics: bool = False  # export the same metrics over OTLP/HTTP (to /v1/metrics); needs the `otel` extra
+    otlp_metrics_interval: float | None = Field(default=None, gt=0)  # seconds between exports; default 60 or $OTEL_*
     otlp_endpoint: str | None = None  # OTLP/HTTP base URL, e.g. http://localhost:4318; default $OTEL_EXPORTER_OTLP_*
-    service_name: str = "dbt-mxcp"  # the traces' service.name
+    service_name: str = "dbt-mxcp"  # the traces' and OTLP metrics' service.name
 
 
 class Settings(_Strict):

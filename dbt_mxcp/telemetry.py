@@ -2,7 +2,8 @@
 
 The pipeline calls one thing, `Telemetry.observe`, around each call, and `Telemetry.span` around
 its steps. Metrics are an in-house registry (no dependency) rendered in the Prometheus text format
-0.0.4. Traces need the `otel` extra; without it, or with `telemetry.traces` off, spans are no-ops.
+0.0.4, and/or the same measurements on OpenTelemetry instruments exported over OTLP. Traces and
+OTLP metrics need the `otel` extra; with traces off, spans are no-ops.
 
 Nothing here ever records SQL text, argument values or who called: SQL appears only as its SHA-256,
 and labels are the endpoint's kind, name and final status (a bounded set, from the registry).
@@ -21,9 +22,14 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import CallError
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import Meter
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import MetricReader
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -125,6 +131,45 @@ class Metrics:
         return "\n".join(out) + "\n"
 
 
+class OtelMetrics:
+    """The measurements of `Metrics` on OpenTelemetry instruments, exported by the meter's provider."""
+
+    def __init__(self, meter: Meter, provider: MeterProvider | None = None) -> None:
+        # Names and units chosen so a collector's Prometheus exporter yields the /metrics names
+        # (mxcp.calls -> mxcp_calls_total, mxcp.call.duration in s -> mxcp_call_duration_seconds).
+        self._calls = meter.create_counter("mxcp.calls", unit="{call}",
+                                           description="Calls answered, by endpoint and final status.")
+        self._denials = meter.create_counter("mxcp.denials", unit="{call}",
+                                             description="Calls refused by a policy (status denied or policy_error).")
+        self._rows = meter.create_counter("mxcp.rows", unit="{row}", description="Rows returned by calls.")
+        self._duration = meter.create_histogram("mxcp.call.duration", unit="s",
+                                                description="How long calls took, audit write included.")
+        self._in_flight = meter.create_up_down_counter("mxcp.calls.in_flight", unit="{call}",
+                                                       description="Calls running now.")
+        self._provider = provider  # the SDK MeterProvider we made, flushed on close
+
+    def started(self) -> None:
+        """A call began."""
+        self._in_flight.add(1)
+
+    def finished(self, kind: str, endpoint: str, status: str, seconds: float, rows: int) -> None:
+        """A call ended with `status` after `seconds`, returning `rows` rows."""
+        # The same bounded attributes as the Prometheus labels: never arguments, SQL or callers.
+        attributes = {"kind": kind, "endpoint": endpoint}
+        self._in_flight.add(-1)
+        self._calls.add(1, {**attributes, "status": status})
+        if status in DENIALS:
+            self._denials.add(1, attributes)
+        self._rows.add(rows, attributes)
+        self._duration.record(seconds, attributes)
+
+    def close(self) -> None:
+        """Export what is left and stop the exporter."""
+        if self._provider is not None:
+            self._provider.shutdown()  # the periodic reader collects and exports once more first
+            self._provider = None
+
+
 class Observed:
     """What `observe` learns of one call: its trace id, and the rows the pipeline reports."""
 
@@ -142,20 +187,25 @@ def sql_hash(sql: str) -> str:
 
 
 class Telemetry:
-    """Metrics and traces for a pipeline; either may be off (None)."""
+    """Metrics (Prometheus and/or OTLP) and traces for a pipeline; each may be off (None)."""
 
-    def __init__(self, metrics: Metrics | None = None, tracer: Any = None, provider: Any = None) -> None:
+    def __init__(self, metrics: Metrics | None = None, tracer: Any = None, provider: Any = None,
+                 otel_metrics: OtelMetrics | None = None) -> None:
         self.metrics = metrics
         self.tracer = tracer
         self._provider = provider  # the SDK TracerProvider we made, flushed on close
+        self.otel_metrics = otel_metrics
 
     @contextmanager
     def observe(self, kind: str, endpoint: str, transport: str) -> Iterator[Observed]:
         """Around one call: its `mxcp.call` span, trace id (for audit and logs) and metrics."""
         metrics = self.metrics
+        otel = self.otel_metrics
         started = time.perf_counter()
         if metrics is not None:
             metrics.started()
+        if otel is not None:
+            otel.started()
         status = "ok"
         span_cm = self.tracer.start_as_current_span(
             "mxcp.call", attributes={"mxcp.kind": kind, "mxcp.endpoint": endpoint, "mxcp.transport": transport},
@@ -176,8 +226,12 @@ class Telemetry:
                 current_trace_id.reset(token)
                 if span is not None:
                     _end_call_span(span, status, observed.rows)
-                if metrics is not None:
-                    metrics.finished(kind, endpoint, status, time.perf_counter() - started, observed.rows)
+                if metrics is not None or otel is not None:
+                    seconds = time.perf_counter() - started  # one duration, so both exports agree
+                    if metrics is not None:
+                        metrics.finished(kind, endpoint, status, seconds, observed.rows)
+                    if otel is not None:
+                        otel.finished(kind, endpoint, status, seconds, observed.rows)
 
     def span(self, name: str, sql: str | None = None) -> AbstractContextManager[Any]:
         """A child span of the current call (a no-op without traces); `sql` is recorded as its hash only."""
@@ -189,9 +243,12 @@ class Telemetry:
         return span
 
     def close(self) -> None:
-        """Flush and stop the trace exporter."""
+        """Flush and stop the trace and metric exporters."""
         if self._provider is not None:
             self._provider.shutdown()
+            self._provider = None
+        if self.otel_metrics is not None:
+            self.otel_metrics.close()
 
 
 def _end_call_span(span: Any, status: str, rows: int) -> None:
@@ -223,18 +280,50 @@ def make_tracer(service_name: str, exporter: Any = None, otlp_endpoint: str | No
     return provider.get_tracer("dbt_mxcp"), provider
 
 
-def from_settings(settings: Any, exporter: Any = None) -> Telemetry:
-    """The telemetry `settings.telemetry` asks for; traces without the otel extra are a ConfigError."""
+def make_meter(service_name: str, reader: MetricReader | None = None, otlp_endpoint: str | None = None,
+               interval: float | None = None) -> OtelMetrics:
+    """OTel instruments read by `reader` (tests) or pushed by OTLP/HTTP every `interval` s; ImportError without otel."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+    from opentelemetry.sdk.resources import Resource
+
+    if reader is None:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+        # None lets the exporter and reader read OTEL_EXPORTER_OTLP_(METRICS_)ENDPOINT and
+        # OTEL_METRIC_EXPORT_INTERVAL themselves.
+        url = f"{otlp_endpoint.rstrip('/')}/v1/metrics" if otlp_endpoint else None
+        millis = interval * 1000 if interval is not None else None
+        reader = PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=url), export_interval_millis=millis)
+    # The /metrics buckets, so both exports can be compared (the SDK's default ones are for milliseconds).
+    buckets = View(instrument_name="mxcp.call.duration", aggregation=ExplicitBucketHistogramAggregation(BUCKETS))
+    # Our own provider, not the global one, as for traces.
+    provider = MeterProvider(metric_readers=[reader], resource=Resource.create({"service.name": service_name}),
+                             views=[buckets])
+    return OtelMetrics(provider.get_meter("dbt_mxcp"), provider)
+
+
+def from_settings(settings: Any, exporter: Any = None, metric_reader: MetricReader | None = None) -> Telemetry:
+    """The telemetry `settings.telemetry` asks for; traces or OTLP metrics without the otel extra are a ConfigError."""
     from .errors import ConfigError
 
     cfg = settings.telemetry
     tracer = provider = None
+    otel_metrics = None
     if cfg.traces:
         try:
             tracer, provider = make_tracer(cfg.service_name, exporter, cfg.otlp_endpoint)
         except ImportError:
             raise ConfigError("telemetry.traces needs OpenTelemetry: pip install 'dbt-mxcp[otel]'") from None
-    return Telemetry(Metrics() if cfg.metrics else None, tracer, provider)
+    if cfg.otlp_metrics:
+        try:
+            otel_metrics = make_meter(cfg.service_name, metric_reader, cfg.otlp_endpoint, cfg.otlp_metrics_interval)
+        except ImportError:
+            if provider is not None:
+                provider.shutdown()
+            raise ConfigError("telemetry.otlp_metrics needs OpenTelemetry: pip install 'dbt-mxcp[otel]'") from None
+    return Telemetry(Metrics() if cfg.metrics else None, tracer, provider, otel_metrics)
 
 
 class JsonFormatter(logging.Formatter):
