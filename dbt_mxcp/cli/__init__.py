@@ -62,6 +62,11 @@ def handle_errors(func: F) -> F:
             sys.exit(exc.exit_code)
         except click.ClickException:
             raise  # usage errors: click prints them with the usage line (exit 2)
+        except BrokenPipeError:
+            # The reader left (`dbt-mxcp list | head`): not an error to report. Point stdout at
+            # /dev/null so the interpreter's final flush does not fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)
         except Exception as exc:
             if os.environ.get("DBT_MXCP_DEBUG"):
                 raise

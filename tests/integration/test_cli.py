@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import REPO, Project, run
+from tests.helpers import BIN, REPO, Project, run
 
 
 def _people() -> list[dict[str, str]]:
@@ -54,6 +54,14 @@ def test_list_text_marks_disabled(it_project: Project) -> None:
 
 
 # ---- run: every host and SQL source ---------------------------------------------------------------
+
+def test_output_cut_short_by_the_reader_is_not_an_error(it_project: Project) -> None:
+    # `| head -c 0` exits before dbt-mxcp writes, so its write meets a closed pipe.
+    proc = run(["bash", "-c", f"'{BIN / 'dbt-mxcp'}' list --profiles-dir . | head -c 0; exit ${{PIPESTATUS[0]}}"],
+               it_project.path, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr == ""
+
 
 def test_run_model_backed_object(it_project: Project) -> None:
     row = next(p for p in _people() if p["id"] == "3")
