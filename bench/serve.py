@@ -151,10 +151,10 @@ def bench_overhead(project: Path, calls: int) -> dict[str, Any]:
     from dbt_mxcp.load import load
     from dbt_mxcp.pipeline import Pipeline
     from dbt_mxcp.project import Flags
-    from dbt_mxcp.warehouse import Warehouse
+    from dbt_mxcp.warehouse import open_warehouse
 
     loaded = load(Flags(project_dir=str(project), profiles_dir=str(project)), freeze=False)
-    warehouse = Warehouse(loaded.require_warehouse())
+    warehouse = open_warehouse(loaded.require_warehouse())
     endpoint = loaded.registry.get("tool", TOOL)
     assert endpoint is not None and endpoint.output_rules, "the benchmark tool must have a policy"
     bare = dataclasses.replace(endpoint, input_rules=(), output_rules=())

@@ -11,6 +11,11 @@ import pytest
 from tests.helpers import REPO, Project, copy_project, run
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--long", action="store_true", default=False,
+                     help="run tests/reliability at full length (soak minutes, more fuzzing examples)")
+
+
 @pytest.fixture(scope="session")
 def it_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     """integration_tests/, installed with `dbt deps` and built with `dbt build` (shared; do not modify)."""
