@@ -34,7 +34,7 @@ echo "== mypy";  mypy
 echo "== docs";  mkdocs build --strict --quiet  # the docs site, with its links and anchors checked
 echo "== pytest"
 set +e
-pytest "$@"
+pytest --durations=25 "$@"  # the slowest tests, to keep CI within its time limit
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi

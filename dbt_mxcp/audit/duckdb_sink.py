@@ -82,9 +82,11 @@ def _flocked(fd: int, operation: int, what: str, wait: float | None = LOCK_WAIT)
 def _busy(path: Path, detail: str) -> AuditFileBusy:
     pid = re.search(r"PID (\d+)", detail)
     who = f"process {pid.group(1)}" if pid else "another process"
-    return AuditFileBusy(f"the audit file {path} is being written by {who}: a DuckDB audit file takes one "
-                         "process at a time. Stop that process, or run several server replicas with "
-                         "`audit.sink: postgres`")
+    # DuckDB's lock says who holds the file, not whether to read or to write (dbt reading it
+    # through the package's audit_log() holds it too).
+    return AuditFileBusy(f"the audit file {path} is open in {who}: a DuckDB audit file takes one process "
+                         "at a time. Stop that process (or let a dbt run reading it finish), or run several "
+                         "server replicas with `audit.sink: postgres`")
 
 
 def _failure(exc: Exception) -> str:
