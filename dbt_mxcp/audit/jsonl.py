@@ -178,6 +178,8 @@ class JsonlSink:
         """Append `record` (chained to the previous one); the record as written. AuditWriteError on failure."""
         with self._lock:
             try:
+                if self._fd is not None and not self._still_at_path():
+                    self._reset()  # moved, deleted or replaced: a record written there would be lost to `log`
                 if self._fd is None:
                     self._open()
                 chained, text = link(record, self._prev)
@@ -198,6 +200,16 @@ class JsonlSink:
                 raise AuditWriteError(f"cannot write the audit log {self.path}: {exc.strerror or exc}") from None
             self._prev = chained["hash"]
             return chained
+
+    def _still_at_path(self) -> bool:
+        """Whether the file we hold open is still the one at `path` (one stat() a record)."""
+        assert self._fd is not None
+        try:
+            at_path = os.stat(self.path)
+        except OSError:
+            return False
+        held = os.fstat(self._fd)
+        return (at_path.st_dev, at_path.st_ino) == (held.st_dev, held.st_ino)
 
     def _rotate(self) -> None:
         assert self._fd is not None

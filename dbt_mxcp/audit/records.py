@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -14,24 +15,33 @@ from typing import Any
 from ..jsonvalues import dumps, to_json_value
 from ..policy import Decision, edit_paths
 from ..registry import Endpoint
+from ..types import _shown as shown_value  # how an argument error quotes a value
 
 MAX_VALUE_CHARS = 1024  # longer argument values are cut in the record (the length is kept)
 MAX_RESULT_ROWS = 100  # rows of a result kept in its record
+MAX_ITEMS = 100  # items of a list argument (and keys of an object one, and undeclared keys) kept in a record
 
 
 def redact(value: Any, key: bytes) -> str:
     """A sensitive value as ``hmac-sha256:<hex>``: equal values correlate, the value never appears."""
-    digest = hmac.new(key, dumps(to_json_value(value)).encode("utf-8"), hashlib.sha256).hexdigest()
+    # surrogatepass: a lone surrogate (from bytes that were not UTF-8, e.g. a CLI argument) still hashes.
+    digest = hmac.new(key, dumps(to_json_value(value)).encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
     return f"hmac-sha256:{digest}"
 
 
-def _shorten(value: Any) -> Any:
+def _shorten(value: Any, items: int | None = None) -> Any:
+    """`value` with long strings cut and, given `items`, lists and objects cut to that many entries (the
+    counts kept), so that a record stays small whatever a caller sends."""
     if isinstance(value, str) and len(value) > MAX_VALUE_CHARS:
         return value[:MAX_VALUE_CHARS] + f"... [{len(value)} characters]"
     if isinstance(value, list):
-        return [_shorten(v) for v in value]
+        kept = [_shorten(v, items) for v in value[:items]]
+        return [*kept, f"... [{len(value)} items]"] if len(kept) < len(value) else kept
     if isinstance(value, dict):
-        return {k: _shorten(v) for k, v in value.items()}
+        out = {k: _shorten(v, items) for k, v in itertools.islice(value.items(), items)}
+        if len(out) < len(value):
+            out["..."] = f"[{len(value)} keys]"
+        return out
     return value
 
 
@@ -45,14 +55,21 @@ def recorded_arguments(endpoint: Endpoint, arguments: Mapping[str, Any], key: by
     declared = {p.name: p for p in endpoint.parameters}
     out: dict[str, Any] = {}
     hidden: list[str] = []
+    undeclared = 0
     for name, value in arguments.items():
         param = declared.get(str(name))
+        if param is None:
+            undeclared += 1
+            if undeclared > MAX_ITEMS:
+                continue  # such a call is refused, and its error names these keys, never their values
         if param is None or param.sensitive:
             out[str(name)] = redact(value, key)
             hidden += [str(v) for v in (value if isinstance(value, list) else [value]) if v not in (None, "")]
         else:
-            out[str(name)] = _shorten(to_json_value(value))
-    return out, hidden
+            out[str(name)] = _shorten(to_json_value(value), MAX_ITEMS)
+    if undeclared > MAX_ITEMS:
+        out["..."] = f"[{undeclared - MAX_ITEMS} more undeclared keys]"
+    return out, list(dict.fromkeys(hidden))
 
 
 def recorded_result(endpoint: Endpoint, value: Any, key: bytes) -> Any:
@@ -69,11 +86,28 @@ def recorded_result(endpoint: Endpoint, value: Any, key: bytes) -> Any:
 
 
 def scrub(text: str, hidden: Sequence[str]) -> str:
-    """`text` (an error message) with every redacted value taken out."""
+    """`text` (an error message) with every redacted value taken out: as written, and as an argument
+    error quotes it (its repr, cut short when long: "got 'abc...")."""
     for value in sorted(hidden, key=len, reverse=True):
         if len(value) >= 2:
-            text = text.replace(value, "[redacted]")
+            text = text.replace(value, "[redacted]").replace(shown_value(value), "'[redacted]'")
     return text
+
+
+def _encodable(value: Any) -> Any:
+    """`value` with every string UTF-8 can write: a lone surrogate (from bytes that were not UTF-8, e.g. in
+    a CLI argument or a token's claim) is kept as its backslash escape, so the record can be written."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
+    if isinstance(value, list):
+        return [_encodable(v) for v in value]
+    if isinstance(value, dict):
+        return {_encodable(k): _encodable(v) for k, v in value.items()}
+    return value
 
 
 def make_record(*, endpoint: Endpoint, arguments: Mapping[str, Any], user: Mapping[str, Any], transport: str,
@@ -97,8 +131,9 @@ def make_record(*, endpoint: Endpoint, arguments: Mapping[str, Any], user: Mappi
         "affected_rows": affected_rows,
         "truncated": truncated,
         "duration_ms": round(duration_ms, 3),
-        "error": scrub(error, hidden) if error else None,
+        "error": _shorten(scrub(error, hidden)) if error else None,
     }
     if with_result:
         record["result"] = recorded_result(endpoint, result, key)
-    return record
+    encodable: dict[str, Any] = _encodable(record)
+    return encodable
