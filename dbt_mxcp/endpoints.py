@@ -70,6 +70,8 @@ class Source(_Strict):
     def _one(self) -> Source:
         if (self.file is None) == (self.code is None):
             raise ValueError("source needs exactly one of 'file' or 'code'")
+        if self.file is not None and "\x00" in self.file:  # no path holds one (os calls raise ValueError)
+            raise ValueError("source.file must not contain a NUL character")
         return self
 
 

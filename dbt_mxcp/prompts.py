@@ -26,6 +26,8 @@ def template_variables(text: str) -> set[str]:
         return set(meta.find_undeclared_variables(_environment().parse(text)))
     except jinja2.TemplateSyntaxError as exc:
         raise ValueError(f"Jinja syntax error on line {exc.lineno}: {exc.message}") from None
+    except RecursionError:  # Jinja's parser recurses per bracket: some 30 nested ones exhaust the stack
+        raise ValueError("the template nests brackets too deeply") from None
 
 
 def render_messages(spec: PromptSpec, arguments: Mapping[str, Any]) -> list[dict[str, str]]:

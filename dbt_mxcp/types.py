@@ -7,8 +7,10 @@ Declarations use snake_case keywords (``min_length``); MXCP's camelCase spelling
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from collections.abc import Iterator, Mapping
+from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
@@ -88,6 +90,8 @@ class TypeDef(BaseModel):
         problems = [f"'{key}' applies to type {' or '.join(sorted(_APPLIES_TO[key]))}, not {self.type}"
                     for key in sorted(self.model_fields_set & _APPLIES_TO.keys())
                     if getattr(self, key) is not None and self.type not in _APPLIES_TO[key]]
+        if self.multiple_of is not None and not self.multiple_of > 0:  # JSON Schema's rule; 0 divides by zero
+            problems.append(f"multiple_of must be greater than 0, got {self.multiple_of}")
         if self.pattern is not None:
             try:
                 re.compile(self.pattern)
@@ -113,6 +117,8 @@ class TypeDef(BaseModel):
             value = getattr(self, key)
             if value is not None:
                 schema[keyword] = value
+        if self.nullable and self.enum is not None and None not in self.enum:
+            schema["enum"] = [*self.enum, None]  # `nullable` also allows null, an enum too
         if self.has_default:
             schema["default"] = self.default
         if self.items is not None:
@@ -238,18 +244,37 @@ def _format_checker() -> Any:
     return checker
 
 
-class SchemaChecker:
-    """A JSON Schema compiled once; `problems()` lists what a value breaks, each naming its path."""
+@lru_cache(maxsize=1)
+def _finite_validator() -> Any:
+    """Draft 2020-12 where NaN and the infinities are no numbers: JSON has none (Python's json module reads
+    them), and NaN passes every bound."""
+    from jsonschema import Draft202012Validator, validators
 
-    def __init__(self, schema: Mapping[str, Any]) -> None:
+    base = Draft202012Validator.TYPE_CHECKER
+    checker = base.redefine("number", lambda c, v: base.is_type(v, "number")
+                            and not (isinstance(v, float) and not math.isfinite(v)))
+    return validators.extend(Draft202012Validator, type_checker=checker)  # type: ignore[no-untyped-call]
+
+
+class SchemaChecker:
+    """A JSON Schema compiled once; `problems()` lists what a value breaks, each naming its path.
+
+    `finite`: a NaN or an infinity where the schema says number is refused (for arguments).
+    """
+
+    def __init__(self, schema: Mapping[str, Any], *, finite: bool = False) -> None:
         from jsonschema import Draft202012Validator
 
-        self._validator = Draft202012Validator(dict(schema), format_checker=_format_checker())
+        cls = _finite_validator() if finite else Draft202012Validator
+        self._validator = cls(dict(schema), format_checker=_format_checker())
 
     def problems(self, value: Any) -> list[str]:
         """Every rule `value` breaks, as readable sentences; empty when it conforms."""
         out = []
-        errors = sorted(self._validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+        try:
+            errors = sorted(self._validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+        except (OverflowError, ValueError) as exc:  # e.g. a 400-digit integer against a fractional multiple_of
+            return [f"the value holds a number that cannot be checked ({exc})"]
         for error in errors:
             path = ".".join(str(p) for p in error.absolute_path)
             out.append(describe_violation(path, error.validator, error.validator_value, error.instance,
@@ -260,7 +285,7 @@ class SchemaChecker:
 def describe_violation(path: str, rule: Any, expected: Any, value: Any, fallback: str) -> str:
     """One sentence naming the value's path, the rule it breaks and the rule's bound."""
     where = f"'{path}'" if path else "the value"
-    shown = _shown(value)
+    shown = quoted(value)
     messages = {
         "type": f"{where} must be of type {expected}, got {shown}",
         "enum": f"{where} must be one of {expected}, got {shown}",
@@ -292,7 +317,8 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _shown(value: Any) -> str:
+def quoted(value: Any) -> str:
+    """A value as an argument error quotes it: its repr, cut at 60 characters."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 

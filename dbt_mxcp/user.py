@@ -14,17 +14,25 @@ def make_user(raw: Mapping[str, Any] | None = None) -> dict[str, Any]:
     Without authentication the caller is anonymous: role ``"anonymous"``, no groups, no scopes.
     """
     raw = dict(raw or {})
-    claims = dict(raw.pop("claims", None) or {})
+    claims = raw.pop("claims", None)
+    claims = dict(claims) if isinstance(claims, Mapping) else {}  # a hand-written user may hold anything
     user: dict[str, Any] = {
         "id": raw.pop("id", None),
         "email": raw.pop("email", None),
         "name": raw.pop("name", None),
         "role": raw.pop("role", None) or "anonymous",
-        "groups": list(raw.pop("groups", None) or []),
-        "scopes": list(raw.pop("scopes", None) or []),
+        "groups": _listed(raw.pop("groups", None)),
+        "scopes": _listed(raw.pop("scopes", None)),
     }
     user["claims"] = {**raw, **claims}  # explicit claims win over stray top-level keys
     return user
+
+
+def _listed(value: Any) -> list[Any]:
+    """A list field: a list as given; a single value is one item (``groups: hr``, as a token's scalar claim)."""
+    if not value:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
 
 
 class MissingClaim(LookupError):

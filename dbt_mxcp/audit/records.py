@@ -15,7 +15,7 @@ from typing import Any
 from ..jsonvalues import dumps, to_json_value
 from ..policy import Decision, edit_paths
 from ..registry import Endpoint
-from ..types import _shown as shown_value  # how an argument error quotes a value
+from ..types import quoted
 
 MAX_VALUE_CHARS = 1024  # longer argument values are cut in the record (the length is kept)
 MAX_RESULT_ROWS = 100  # rows of a result kept in its record
@@ -90,7 +90,7 @@ def scrub(text: str, hidden: Sequence[str]) -> str:
     error quotes it (its repr, cut short when long: "got 'abc...")."""
     for value in sorted(hidden, key=len, reverse=True):
         if len(value) >= 2:
-            text = text.replace(value, "[redacted]").replace(shown_value(value), "'[redacted]'")
+            text = text.replace(value, "[redacted]").replace(quoted(value), "'[redacted]'")
     return text
 
 
