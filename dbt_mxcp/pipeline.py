@@ -7,6 +7,7 @@ output policies. Every step fails closed: anything it cannot decide is an error,
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
@@ -23,6 +24,7 @@ from .policy import Decision, activation, apply_output, check_input, denies_call
 from .prompts import render_messages
 from .ratelimit import RateLimiter
 from .registry import Endpoint, Kind, Registry
+from .sql import capped
 from .telemetry import NO_SPAN, Observed, Telemetry
 from .types import SchemaChecker, to_bind_value
 from .user import MissingClaim, claim_value, make_user
@@ -76,7 +78,7 @@ class _Checkers:
 
     @cached_property
     def arguments(self) -> SchemaChecker:
-        return SchemaChecker(self.endpoint.input_schema())
+        return SchemaChecker(self.endpoint.input_schema(), finite=True)
 
     @cached_property
     def bound(self) -> dict[str, SchemaChecker]:
@@ -329,10 +331,12 @@ class Pipeline:
                 return self.writes.execute(endpoint.sql, params, self._limits(endpoint), interrupter)
         if self.warehouse is None:
             raise CallError("execution", "no warehouse to query")
+        limits = self._limits(endpoint)
+        sql = capped(endpoint.sql, limits.max_rows + 1)  # one row past the cap shows the result was cut
         cursor = self.warehouse.cursor()
         try:
             with self._span("mxcp.sql", endpoint.sql):
-                return run_query(cursor, endpoint.sql, params, self._limits(endpoint), interrupter, types)
+                return run_query(cursor, sql, params, limits, interrupter, types)
         finally:
             cursor.close()
 
@@ -391,6 +395,8 @@ def parse_text_value(param: Any, text: str) -> Any:
             value = float(text)
         except ValueError:
             raise ValueError(f"must be a number, got {text!r}") from None
+        if not math.isfinite(value):  # 'nan', 'inf', '1e400': no JSON number, and NaN passes every bound
+            raise ValueError(f"must be a finite number, got {text!r}")
         return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
     if kind == "boolean":
         lowered = text.strip().lower()
@@ -400,9 +406,20 @@ def parse_text_value(param: Any, text: str) -> Any:
             return False
         raise ValueError(f"must be true or false, got {text!r}")
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
+        return json.loads(text, parse_constant=_not_finite, parse_float=_finite_float)
+    except (ValueError, RecursionError):  # not JSON, NaN or Infinity, or nested too deep to read
         raise ValueError(f"must be JSON ({kind}), got {text!r}") from None
+
+
+def _not_finite(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return value
 
 
 @contextmanager

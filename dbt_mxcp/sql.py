@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
+from functools import lru_cache
 from typing import Any
 
 from .manifest import Manifest, Node
@@ -288,3 +289,10 @@ def table_function_sql(relation: str, parameters: list[str]) -> str:
 def as_subquery(sql: str) -> str:
     """`sql` usable inside ``select * from (...)``: trailing semicolons dropped, a last -- comment closed."""
     return f"select * from (\n{single_statement(sql)}\n) as mxcp_q"
+
+
+@lru_cache(maxsize=4096)
+def capped(sql: str, rows: int) -> str:
+    """`sql` returning at most `rows` rows: the database can then stop early, and keep only the top rows
+    of a sort instead of sorting everything (what `max_rows` would drop is never computed)."""
+    return f"{as_subquery(sql)} limit {int(rows)}"
