@@ -4,7 +4,9 @@
     python bench/run.py --quick    # fewer repeats, same sizes
     python bench/run.py --profile  # also print a cProfile of build_registry on the largest manifest
                                    # (and of `dbt-mxcp drift check` when the drift section runs)
-    python bench/run.py --only drift  # one section (import, example, serving, registry, drift)
+    python bench/run.py --only drift  # one section (import, example, serving, registry, drift, scale)
+    python bench/run.py --only mxcp   # side by side with MXCP 0.12.3 (bench/mxcp_compare.py; installs
+                                      # MXCP into bench/results/mxcp-venv; not in the default run)
 
 Prints a table and writes bench/results/latest.json. Uses only this interpreter (sys.executable),
 the standard library and dbt_mxcp; it is not part of the test suite, and a missed target only
@@ -379,6 +381,14 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     out += _registry_rows(results)
     if "drift" in results:
         out += drift.rows(results["drift"])
+    if "scale" in results:
+        import scale
+
+        out += scale.scale_rows(results["scale"])
+    if "mxcp" in results:
+        import mxcp_compare
+
+        out += mxcp_compare.rows(results["mxcp"])
     return out
 
 
@@ -464,6 +474,8 @@ def fmt_value(row: dict[str, Any]) -> str:
     if isinstance(value, float):
         if row["unit"] == "s":
             return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
+        if row["unit"] == "MB":
+            return f"{value:.1f} MB" if abs(value) < 10 else f"{value:.0f} MB"
         return f"{value:.0f} {row['unit']}"
     return str(value)
 
@@ -485,8 +497,10 @@ def main() -> int:
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="model counts, comma-separated")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of build_registry (largest size)")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON results file (default {RESULTS})")
-    parser.add_argument("--only", default="import,example,serving,registry,drift",
-                        help="sections to run, comma-separated (import, example, serving, registry, drift)")
+    parser.add_argument("--only", default="import,example,serving,registry,drift,scale",
+                        help="sections to run, comma-separated (import, example, serving, registry, drift, scale; "
+                             "also mxcp: side by side with MXCP, not in the default run because it installs "
+                             "two virtualenvs and takes about 6 minutes, 3 with --quick, on an idle machine)")
     args = parser.parse_args()
     sections = set(args.only.split(","))
 
@@ -526,6 +540,15 @@ def main() -> int:
             # Reuses the registry section's synth_5000 manifest when it wrote one.
             drift_dir = workdir / f"synth_{drift.DRIFT_MODELS}"
             results["drift"] = drift.bench_drift(drift_dir, drift_runs, drift_repeats, drift_cold, progress)
+        if "scale" in sections:
+            import scale
+
+            progress(f"scale: {scale.SIZES} models (validate, drift check, reload, memory) and a 10M-row relation")
+            results["scale"] = scale.bench_scale(scale.SIZES, repeats, workdir / "scale", progress)
+        if "mxcp" in sections:
+            import mxcp_compare
+
+            results["mxcp"] = mxcp_compare.bench(args.quick, workdir / "mxcp", progress)
         if args.profile and (workdir / f"synth_{max(sizes)}" / "target").is_dir():
             results["profile_build_registry"] = profile_build(workdir / f"synth_{max(sizes)}")
             print(results["profile_build_registry"])

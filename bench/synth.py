@@ -254,12 +254,34 @@ def generate(n_models: int, *, project: str = "bench_proj", n_macros: int = 500)
 
 def write(n_models: int, project_dir: Path, **kwargs: Any) -> Path:
     """Write ``<project_dir>/target/manifest.json`` (one line, as dbt writes it); returns its path."""
+    return write_manifest(generate(n_models, **kwargs), project_dir)
+
+
+def write_manifest(manifest: dict[str, Any], project_dir: Path) -> Path:
+    """Write a manifest dict (from `generate`, possibly edited) to ``<project_dir>/target/manifest.json``."""
     target = project_dir / "target"
     target.mkdir(parents=True, exist_ok=True)
     path = target / "manifest.json"
     with path.open("w", encoding="utf-8") as fh:
-        json.dump(generate(n_models, **kwargs), fh)
+        json.dump(manifest, fh)
     return path
+
+
+def relations(manifest: dict[str, Any]) -> list[tuple[str, str, list[tuple[str, str]]]]:
+    """Every model and source table of `manifest` as (schema, name, [(column, data_type), ...]).
+
+    What a warehouse must hold for the endpoints to run (bench/scale.py creates them in DuckDB).
+    """
+    out = []
+    for node in (*manifest["nodes"].values(), *manifest["sources"].values()):
+        if node["resource_type"] == "model":
+            name = node["alias"]
+        elif node["resource_type"] == "source":
+            name = node["identifier"]
+        else:
+            continue
+        out.append((node["schema"], name, [(c["name"], c["data_type"]) for c in node["columns"].values()]))
+    return out
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +10,22 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import REPO, Project, copy_project, run
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    """The async tests run on asyncio (the MCP SDK's own choice)."""
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def dsn() -> str:
+    """The throwaway PostgreSQL that run-tests.sh starts; without it, Postgres tests skip and say so."""
+    value = os.environ.get("DBT_MXCP_TEST_PG_DSN")
+    if not value:
+        pytest.skip("NO POSTGRESQL: DBT_MXCP_TEST_PG_DSN is not set; ./run-tests.sh starts a PostgreSQL for "
+                    "these tests")
+    return value
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -5,7 +5,6 @@ sinks on dbt-duckdb, the Postgres sink on dbt-postgres — and compared with `db
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -21,25 +20,11 @@ from tests.helpers import Project, run
 from tests.integration.test_server import http_server
 
 pytestmark = pytest.mark.anyio
-DSN = os.environ.get("DBT_MXCP_TEST_PG_DSN")
 ENABLED = {"dbt_mxcp_audit_enabled": True}
 COLUMNS = ("called_at", "transport", "caller_id", "caller_email", "caller_role", "endpoint_kind", "endpoint_name",
            "endpoint_node", "status", "succeeded", "row_count", "affected_rows", "truncated", "duration_ms", "error",
            "arguments", "decisions", "hash")
 HR = json.dumps({"id": "u1", "email": "ann@example.com", "role": "hr"})
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def dsn() -> str:
-    if not DSN:
-        pytest.skip("NO POSTGRESQL: DBT_MXCP_TEST_PG_DSN is not set; ./run-tests.sh starts a PostgreSQL for "
-                    "these tests")
-    return DSN
 
 
 def _vars(**values: Any) -> str:

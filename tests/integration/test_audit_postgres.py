@@ -4,7 +4,6 @@ one table and one hash chain; an unreachable database fails calls closed."""
 from __future__ import annotations
 
 import json
-import os
 import uuid
 
 import anyio
@@ -16,20 +15,6 @@ from tests.helpers import Project, free_port
 from tests.integration.test_server import http_server
 
 pytestmark = pytest.mark.anyio
-DSN = os.environ.get("DBT_MXCP_TEST_PG_DSN")
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def dsn() -> str:
-    if not DSN:
-        pytest.skip("NO POSTGRESQL: DBT_MXCP_TEST_PG_DSN is not set; ./run-tests.sh starts a PostgreSQL for "
-                    "these tests")
-    return DSN
 
 
 async def test_replicas_share_one_chain(fresh_it_project: Project, dsn: str) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
 import time
 import uuid
@@ -30,17 +29,8 @@ from dbt_mxcp.warehouse import open_warehouse
 from tests.helpers import BIN, REPO, Project, copy_project, env, free_port
 from tests.integration.test_server import http_server
 
-DSN = os.environ.get("DBT_MXCP_TEST_PG_DSN")
 PG_TARGET = ("--target", "pg", "--target-path", "target_pg")
 SEEDS = REPO / "examples" / "portable" / "seeds"
-
-
-@pytest.fixture(scope="module")
-def dsn() -> str:
-    if not DSN:
-        pytest.skip("NO POSTGRESQL: DBT_MXCP_TEST_PG_DSN is not set; ./run-tests.sh starts a PostgreSQL for "
-                    "these tests")
-    return DSN
 
 
 def _pg_profile(dsn: str, schema: str, **overrides: Any) -> dict[str, Any]:
@@ -214,11 +204,6 @@ def test_unreachable_postgres_names_the_target_not_the_password(portable: Projec
     out = proc.stdout + proc.stderr
     assert "cannot connect to the PostgreSQL warehouse of target 'pg'" in out
     assert "s3cret-pw-42" not in out and "Traceback" not in out
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @pytest.mark.anyio
