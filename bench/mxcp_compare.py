@@ -607,7 +607,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON results file (default {RESULTS})")
     args = parser.parse_args()
     sys.path.insert(0, str(BENCH_DIR))
-    from run import environment, print_table
+    from run import environment, finish, print_table
 
     started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="dbt-mxcp-vs-mxcp-"))
@@ -619,11 +619,8 @@ def main() -> int:
                + (" --quick" if args.quick else ""), "mxcp": section,
                "elapsed_s": time.perf_counter() - started}
     table = rows(section)
-    results["table"] = table
     print_table(table)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"results: {args.out} ({results['elapsed_s']:.0f} s)")
+    finish(results, table, args.out)
     return 0
 
 

@@ -560,10 +560,7 @@ def main() -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     results["elapsed_s"] = time.perf_counter() - started
     table = rows(results)
-    results["table"] = table
     print_table(table)
-    target_rows = [r for r in table if r["met"] is not None]
-    missed = [r["metric"] for r in target_rows if not r["met"]]
     print()
     if str(REGISTRY_TARGET_SIZE) in (results.get("registry") or {}):
         r = results["registry"][str(REGISTRY_TARGET_SIZE)]
@@ -577,12 +574,20 @@ def main() -> int:
             verdict = "UNDER" if value < drift.DRIFT_TARGET_S else "NOT under"
             print(f"{drift.DRIFT_MODELS} models, dbt-mxcp drift check --baseline ({label} baseline, process): "
                   f"{value:.3f} s -- {verdict} {drift.DRIFT_TARGET_S:g} s")
+    finish(results, table, args.out)
+    return 0
+
+
+def finish(results: dict[str, Any], table: list[dict[str, Any]], out: Path) -> None:
+    """Say which targets `table` met, and write `results` with the table to `out` (every bench command ends so)."""
+    results["table"] = table
+    target_rows = [r for r in table if r["met"] is not None]
+    missed = [r["metric"] for r in target_rows if not r["met"]]
     print(f"targets met: {len(target_rows) - len(missed)}/{len(target_rows)}"
           + (f"; missed: {'; '.join(missed)}" if missed else ""))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"results: {args.out} ({results['elapsed_s']:.0f} s)")
-    return 0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"results: {out} ({results['elapsed_s']:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -421,20 +421,15 @@ def main(argv: list[str]) -> int:
         results = bench_scale(sizes, repeats, workdir, progress, rows=not args.skip_rows)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    from run import environment, print_table
+    from run import environment, finish, print_table
 
     results["environment"] = {**environment(), "loadavg": os.getloadavg()}
     results["command"] = "python bench/scale.py " + " ".join(argv)
     results["elapsed_s"] = time.perf_counter() - started
     table = scale_rows(results)
-    results["table"] = table
     print_table(table)
-    missed = [r["metric"] for r in table if r["met"] is False]
-    print(f"\ntargets met: {sum(1 for r in table if r['met'])}/{sum(1 for r in table if r['met'] is not None)}"
-          + (f"; missed: {'; '.join(missed)}" if missed else ""))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"results: {args.out} ({results['elapsed_s']:.0f} s)")
+    print()
+    finish(results, table, args.out)
     return 0
 
 
