@@ -44,8 +44,30 @@ def chain_hash(record: dict[str, Any]) -> str:
 def link(record: dict[str, Any], prev_hash: str) -> tuple[dict[str, Any], str]:
     """`record` chained after `prev_hash` (with its `hash`), and the exact JSON line its sink stores."""
     chained = {**record, "prev_hash": prev_hash}
-    chained["hash"] = chain_hash(chained)
+    try:
+        chained["hash"] = chain_hash(chained)
+    except UnicodeEncodeError:
+        # A lone surrogate (bytes that were not UTF-8, e.g. in a CLI argument or a token's claim):
+        # kept as its backslash escape, so the record can still be written. Only this rare record
+        # pays for the walk.
+        chained = _encodable(chained)
+        chained["hash"] = chain_hash(chained)
     return chained, json.dumps(chained, ensure_ascii=False, separators=(",", ":"))
+
+
+def _encodable(value: Any) -> Any:
+    """`value` with every string UTF-8 can write (a lone surrogate as its backslash escape)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
+    if isinstance(value, list):
+        return [_encodable(v) for v in value]
+    if isinstance(value, dict):
+        return {_encodable(k): _encodable(v) for k, v in value.items()}
+    return value
 
 
 def log_files(path: Path) -> list[Path]:

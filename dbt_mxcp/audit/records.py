@@ -94,22 +94,6 @@ def scrub(text: str, hidden: Sequence[str]) -> str:
     return text
 
 
-def _encodable(value: Any) -> Any:
-    """`value` with every string UTF-8 can write: a lone surrogate (from bytes that were not UTF-8, e.g. in
-    a CLI argument or a token's claim) is kept as its backslash escape, so the record can be written."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return value.encode("utf-8", "backslashreplace").decode("utf-8")
-        return value
-    if isinstance(value, list):
-        return [_encodable(v) for v in value]
-    if isinstance(value, dict):
-        return {_encodable(k): _encodable(v) for k, v in value.items()}
-    return value
-
-
 def make_record(*, endpoint: Endpoint, arguments: Mapping[str, Any], user: Mapping[str, Any], transport: str,
                 status: str, decisions: Sequence[Decision], duration_ms: float, key: bytes,
                 rows: int | None = None, affected_rows: int | None = None, truncated: bool = False,
@@ -135,5 +119,4 @@ def make_record(*, endpoint: Endpoint, arguments: Mapping[str, Any], user: Mappi
     }
     if with_result:
         record["result"] = recorded_result(endpoint, result, key)
-    encodable: dict[str, Any] = _encodable(record)
-    return encodable
+    return record
