@@ -156,7 +156,7 @@ def run_query(cursor: Cursor, sql: str, params: Mapping[str, Any], limits: Limit
         if expired.is_set() or cursor.interrupted(exc):
             raise CallError("timeout", f"the query ran past its {limits.timeout:g} s deadline and was "
                                        "interrupted; narrow it with more specific arguments") from None
-        raise CallError("execution", f"query failed: {_first_line(str(exc))}") from None
+        raise CallError("execution", f"query failed: {first_line(str(exc))}") from None
     finally:
         _watchdog.cancel(token)
 
@@ -176,8 +176,9 @@ def describe(cursor: Cursor, sql: str, params: Mapping[str, Any],
     try:
         return cursor.describe(sql, params, types)
     except cursor.errors as exc:
-        raise CallError("execution", _first_line(str(exc))) from None
+        raise CallError("execution", first_line(str(exc))) from None
 
 
-def _first_line(text: str) -> str:
+def first_line(text: str) -> str:
+    """The first line of a database error (the rest is context a caller does not need)."""
     return text.strip().splitlines()[0] if text.strip() else text

@@ -22,6 +22,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
+from ..engine import first_line
 from ..errors import CallError, WarehouseError
 from ..project import PostgresConfig
 from ..sql import to_positional
@@ -161,7 +162,7 @@ class PostgresWarehouse:
                                    application_name="dbt-mxcp", options=options, cursor_factory=psycopg.RawCursor,
                                    **kwargs)
         except psycopg.Error as exc:
-            detail = _first_line(str(exc))
+            detail = first_line(str(exc))
             if cfg.password:
                 detail = detail.replace(cfg.password, "[password]")
             raise WarehouseError(f"cannot connect to the PostgreSQL warehouse of target {cfg.target!r} "
@@ -176,7 +177,7 @@ class PostgresWarehouse:
         except psycopg.Error as exc:
             conn.close()
             raise WarehouseError(f"cannot prepare the PostgreSQL warehouse of target {cfg.target!r}: "
-                                 f"{_first_line(str(exc))}") from None
+                                 f"{first_line(str(exc))}") from None
         return conn
 
     def cursor(self) -> PostgresCursor:
@@ -265,6 +266,3 @@ def _type_name(oid: int) -> str:
     name = "JSON" if info.name in ("json", "jsonb") else info.name
     return f"{name}[]" if oid != info.oid else name
 
-
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else text
