@@ -263,11 +263,9 @@ SCENARIOS = [
                   ("joined_year",)),
          Expected("breaking", "relation_column_removed", _PE_READERS, PEOPLE_ENRICHED, MODELS_YML,
                   ("joined_year", *sorted(PEOPLE_ENRICHED_READERS)))]),
-    # BUG (dbt_mxcp/drift.py _relation_changes): a relation change carries the yml_path of the
-    # relation's first reader, not of the relation: here team_stats' change names
-    # models/exposures.yml (tool team_overview's file) although team_stats, whose column was
-    # dropped, is declared in models/properties.yml (live_drift names the relation's own yml).
-    # For people_enriched above the two files coincide.
+    # A relation change names the relation's own yml (models/properties.yml for team_stats), not
+    # that of its first reader (tool team_overview's models/exposures.yml): a regression check,
+    # since _relation_changes once did the latter. For people_enriched above the two coincide.
     Scenario(
         "drop_column_of_view",
         (Edit("models/team_stats.sql", _ACTIVE_COUNT_SQL, ""), Edit(MODELS_YML, _ACTIVE_COUNT_YML, "")),
@@ -346,18 +344,16 @@ SCENARIOS = [
         ("parse",),
         [Expected("breaking", "policy_loosened", "tool search_people", PEOPLE_ENRICHED, MODELS_YML,
                   ("mask_fields", "email"))]),
-    # BUG (dbt_mxcp/drift.py compare, and the manifest-only snapshot it compares): declared types are
-    # compared as strings, so writing `int` for `integer` (the same DuckDB type: see same_type) is a
-    # breaking relation_column_type_changed against a --no-warehouse baseline or a --state folder
-    # without mxcp_drift.json, while the warehouse baseline (and live drift) rightly see no drift.
+    # Declared types are compared as types: `int` for `integer` (the same DuckDB type: see
+    # same_type) is no drift against any baseline, manifest-only ones included (a regression check:
+    # they were once compared as strings).
     Scenario(
         "type_alias_is_no_drift",
         (Edit(MODELS_YML, "{name: headcount, data_type: integer}", "{name: headcount, data_type: int}"),),
         ("parse",),
         []),
-    # BUG (dbt_mxcp/drift.py compare): re-enabling a disabled endpoint reports nothing (exit 0 even
-    # with --strict), though clients now see a new tool. Expected: a non-breaking endpoint_added (or a
-    # dedicated kind such as endpoint_enabled) naming it.
+    # Re-enabling a disabled endpoint is reported (clients now see a new tool): a non-breaking
+    # endpoint_added or endpoint_enabled naming it (a regression check: it once reported nothing).
     Scenario(
         "enable_endpoint",
         (Edit(MODELS_YML, "              enabled: false\n", ""),),
@@ -540,9 +536,8 @@ def _usage_error(project: Project, *args: str) -> str:
     return out
 
 
-# BUG (dbt_mxcp/cli/drift.py): check_command raises click.UsageError inside @handle_errors, whose
-# `except Exception` turns it into "Internal error: UsageError: ... This is a bug in dbt-mxcp; please
-# report it" (exit 2 only by accident). Expected: a plain usage error naming the flags.
+# Wrong flags are a plain usage error naming them, never "Internal error: UsageError" (a regression
+# check: @handle_errors once caught click's exceptions).
 @pytest.mark.parametrize(("args", "says"), [
     ((), "--baseline"),
     (("--baseline", "{baseline}", "--state", "{state}"), "not both"),
@@ -574,11 +569,9 @@ def test_missing_baseline_or_state(base: Base, tmp_path: Path) -> None:
     assert "manifest.json" in _usage_error(base.project, "--state", str(empty))
 
 
-# BUG (dbt_mxcp/cli/drift.py check_command): with a warehouse baseline and the DuckDB file gone, the
-# check's fallback (`except ConfigError: actual = None`) does not catch the WarehouseError that
-# Warehouse raises, so it exits 1 ("Error: warehouse file ... does not exist") — the exit code that
-# means breaking drift. Expected: 0 (compare without the built columns, as the fallback intends) or
-# 2 (a configuration error), never 1.
+# With a warehouse baseline and the DuckDB file gone, the check must not exit 1 (the code for
+# breaking drift): it compares without the built columns, or fails as a configuration error (a
+# regression check: the WarehouseError once escaped the fallback and exited 1).
 def test_missing_warehouse_is_not_breaking_drift(base: Base, tmp_path: Path) -> None:
     project = private_copy(base, tmp_path / "integration_tests")
     rebuild(project, "parse")
