@@ -279,8 +279,6 @@ async def _stdio_pair(servers: list[Server], calls: int, errlogs: dict[str, Any]
 
     clients: dict[str, Any] = {}
     pids: dict[str, int] = {}
-    samples: dict[str, list[float]] = {s.product: [] for s in servers}
-    rows: dict[str, dict[int, dict[str, Any]]] = {s.product: {} for s in servers}
     async with contextlib.AsyncExitStack() as stack:
         for s in servers:
             where = f"{s.product} ({s.variant}) stdio"
@@ -293,17 +291,7 @@ async def _stdio_pair(servers: list[Server], calls: int, errlogs: dict[str, Any]
             if len(spawned) != 1:
                 raise BenchError(f"{where}: expected one new server process, found {sorted(spawned)}")
             pids[s.product] = spawned.pop()
-        for block in range(0, calls, BLOCK):
-            for s in _alternate(servers, block // BLOCK):
-                where = f"{s.product} ({s.variant}) stdio"
-                for i in range(BLOCK_WARMUP):  # the server was idle during the other's block
-                    _row(await clients[s.product].call_tool(TOOL, {"customer_id": _cid(i)}), _cid(i), where)
-                for i in range(block, min(calls, block + BLOCK)):
-                    cid = _cid(i)
-                    t0 = time.perf_counter()
-                    result = await clients[s.product].call_tool(TOOL, {"customer_id": cid})
-                    samples[s.product].append(time.perf_counter() - t0)
-                    rows[s.product].setdefault(cid, _row(result, cid, where))  # every call checked, off the clock
+        samples, rows = await _timed_turns(servers, clients, calls, "stdio")
         rss = {p: _peak_rss_mb(pid) for p, pid in pids.items()}
     return {p: {"calls": calls, **_latency(samples[p]), "peak_rss_mb": rss[p], "rows": rows[p]} for p in samples}
 
@@ -323,25 +311,36 @@ async def _http_sequential_pair(servers: list[Server], urls: dict[str, str], cal
     """One client per server, sequential calls, in blocks taking turns as over stdio."""
     from mcp import Client
 
-    samples: dict[str, list[float]] = {s.product: [] for s in servers}
     async with contextlib.AsyncExitStack() as stack:
         clients = {s.product: await stack.enter_async_context(Client(urls[s.product], mode="legacy"))
                    for s in servers}
         for s in servers:
             for i in range(WARMUP):
                 _row(await clients[s.product].call_tool(TOOL, {"customer_id": _cid(i)}), _cid(i), s.product)
-        for block in range(0, calls, BLOCK):
-            for s in _alternate(servers, block // BLOCK):
-                where = f"{s.product} ({s.variant}) http"
-                for i in range(BLOCK_WARMUP):
-                    _row(await clients[s.product].call_tool(TOOL, {"customer_id": _cid(i)}), _cid(i), where)
-                for i in range(block, min(calls, block + BLOCK)):
-                    cid = _cid(i)
-                    t0 = time.perf_counter()
-                    result = await clients[s.product].call_tool(TOOL, {"customer_id": cid})
-                    samples[s.product].append(time.perf_counter() - t0)
-                    _row(result, cid, where)
+        samples, _ = await _timed_turns(servers, clients, calls, "http")
     return {p: {"calls": calls, **_latency(v)} for p, v in samples.items()}
+
+
+async def _timed_turns(servers: list[Server], clients: dict[str, Any], calls: int, transport: str,
+                       ) -> tuple[dict[str, list[float]], dict[str, dict[int, dict[str, Any]]]]:
+    """`calls` timed calls per product, in blocks of BLOCK taking turns; every answer checked off the clock.
+
+    Returns the round trips and, per product, the row each customer id answered with.
+    """
+    samples: dict[str, list[float]] = {s.product: [] for s in servers}
+    rows: dict[str, dict[int, dict[str, Any]]] = {s.product: {} for s in servers}
+    for block in range(0, calls, BLOCK):
+        for s in _alternate(servers, block // BLOCK):
+            where = f"{s.product} ({s.variant}) {transport}"
+            for i in range(BLOCK_WARMUP):  # the server was idle during the other's block
+                _row(await clients[s.product].call_tool(TOOL, {"customer_id": _cid(i)}), _cid(i), where)
+            for i in range(block, min(calls, block + BLOCK)):
+                cid = _cid(i)
+                t0 = time.perf_counter()
+                result = await clients[s.product].call_tool(TOOL, {"customer_id": cid})
+                samples[s.product].append(time.perf_counter() - t0)
+                rows[s.product].setdefault(cid, _row(result, cid, where))
+    return samples, rows
 
 
 async def _http_throughput(url: str, clients: int, calls_each: int, where: str) -> dict[str, Any]:
